@@ -1,0 +1,50 @@
+"""pruneplug: neural-network pruning and data augmentation in PyTorch, with pluggy plugins.
+
+The public API is re-exported here; submodules hold one concern each (``data``, ``models``,
+``engine``, ``metrics``, ``serialize``, ``registry``, ``params``, ``contracts``).
+"""
+
+from .contracts import (
+    ImageAugmenter,
+    Plugin,
+    Pruner,
+    Scorer,
+    Scores,
+    TextAugmenter,
+    prunable_layers,
+)
+from .hookspecs import hookimpl
+from .params import Param, ParamError
+from .registry import (
+    PluginLoadWarning,
+    UnknownPluginError,
+    get_augmenter,
+    get_pruner,
+    get_registry,
+    get_scorer,
+    register,
+    reload_plugins,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ImageAugmenter",
+    "Param",
+    "ParamError",
+    "Plugin",
+    "PluginLoadWarning",
+    "Pruner",
+    "Scorer",
+    "Scores",
+    "TextAugmenter",
+    "UnknownPluginError",
+    "get_augmenter",
+    "get_pruner",
+    "get_registry",
+    "get_scorer",
+    "hookimpl",
+    "prunable_layers",
+    "register",
+    "reload_plugins",
+]

@@ -1,0 +1,373 @@
+"""The three plugin contracts: scorers, pruners and augmenters.
+
+A plugin author subclasses one of :class:`Scorer`, :class:`Pruner`, :class:`ImageAugmenter` or
+:class:`TextAugmenter`, sets ``name``, ``description`` and ``params`` (see
+:mod:`pruneplug.params`), and implements one method. The base classes do everything the core
+promises users - parameter validation, input checks, per-sample probability, seeding - so a
+plugin's own code is only its method.
+
+Parameters are validated once, when the object is made (``Magnitude(p=2)``, or
+``get_scorer("magnitude", p=2)``); the validated values are in ``self.config``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .params import Param, validate
+
+Batch = tuple[Tensor, Tensor]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+#: Layer types whose ``weight`` scorers score and pruners prune.
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's prunable layers (Linear and Conv), by qualified name, in definition order.
+
+    Raises ``ValueError`` when there are none, since no scorer or pruner can act on such a model.
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no prunable layers: pruneplug prunes the weights of "
+            f"{', '.join(t.__name__ for t in PRUNABLE_TYPES)} modules; add one or pass the "
+            "sub-module that holds them"
+        )
+    return layers
+
+
+class Plugin:
+    """What every scorer, pruner and augmenter has: a name, a description and parameters.
+
+    Subclasses set the three class attributes below; ``__init__`` validates keyword arguments
+    against ``params`` and stores the complete, checked values in ``self.config``.
+    """
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        self.config: dict[str, Any] = validate(f"{self.kind} {self.name!r}", self.params, params)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{type(self).__name__}({args})"
+
+
+# --------------------------------------------------------------------------- scorers
+
+
+@dataclass
+class Scores:
+    """Importance of a model's prunable layers; **higher means keep**.
+
+    Attributes:
+        weight: layer name -> tensor shaped like that layer's ``weight`` (one score per weight).
+        unit: layer name -> 1-D tensor with one score per output unit (neuron of a Linear,
+            output channel of a Conv).
+
+    A scorer fills the granularities it supports. :meth:`units` derives per-unit scores from
+    per-weight ones (sum over each unit's weights) when a scorer gave only those.
+    """
+
+    weight: dict[str, Tensor] = field(default_factory=dict)
+    unit: dict[str, Tensor] = field(default_factory=dict)
+
+    def units(self) -> dict[str, Tensor]:
+        """Per-unit scores for every scored layer (given, or summed from per-weight scores)."""
+        derived = {n: w.flatten(1).sum(1) for n, w in self.weight.items() if n not in self.unit}
+        return {**derived, **self.unit}
+
+    def check(self, model: nn.Module) -> None:
+        """Raise ``ValueError`` if a score names no layer, has the wrong shape, or is not finite."""
+        layers = prunable_layers(model)
+        for granularity, table in (("weight", self.weight), ("unit", self.unit)):
+            for name, score in table.items():
+                if name not in layers:
+                    raise ValueError(
+                        f"{granularity} scores name layer {name!r}, which is not a prunable "
+                        f"layer of the model; its prunable layers are: {', '.join(layers)}"
+                    )
+                weight = layers[name].weight
+                expected = weight.shape if granularity == "weight" else weight.shape[:1]
+                if score.shape != expected:
+                    raise ValueError(
+                        f"{granularity} scores for layer {name!r} have shape "
+                        f"{tuple(score.shape)}, expected {tuple(expected)}: score the same "
+                        "model you prune"
+                    )
+                if not torch.isfinite(score).all():
+                    raise ValueError(
+                        f"{granularity} scores for layer {name!r} contain NaN or inf: check "
+                        "the scorer's inputs (a diverged model or an empty batch)"
+                    )
+        if not self.weight and not self.unit:
+            raise ValueError("the scores are empty: the scorer returned no layer")
+
+
+class Scorer(Plugin):
+    """Importance scorer: model (+ optional batches and loss) -> :class:`Scores`.
+
+    Implement :meth:`score`. Set ``needs_data = True`` if it needs batches (gradients,
+    ablation); the core then refuses a call without them with a clear error.
+    Scorers must not change the model's parameters or its training mode.
+    """
+
+    kind = "scorer"
+    needs_data: ClassVar[bool] = False
+
+    def __call__(
+        self,
+        model: nn.Module,
+        batches: Iterable[Batch] | None = None,
+        loss_fn: LossFn | None = None,
+    ) -> Scores:
+        """Score ``model``; checks inputs and outputs around :meth:`score`."""
+        prunable_layers(model)
+        if self.needs_data and batches is None:
+            raise ValueError(
+                f"scorer {self.name!r} needs data: pass batches=<an iterable of (inputs, "
+                "targets)>, e.g. a DataLoader over a few training batches"
+            )
+        scores = self.score(model, batches, loss_fn or nn.functional.cross_entropy)
+        scores.check(model)
+        return scores
+
+    def score(
+        self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn
+    ) -> Scores:
+        """Return the importance of ``model``'s prunable layers (higher means keep)."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- pruners
+
+
+def check_amount(amount: float | None, threshold: float | None) -> None:
+    """Exactly one of ``amount`` (fraction in [0, 1)) and ``threshold`` (finite) must be given."""
+    if (amount is None) == (threshold is None):
+        raise ValueError(
+            "give exactly one of amount= (the fraction to remove, in [0, 1)) and threshold= "
+            "(remove every score below it)"
+        )
+    if amount is not None:
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise TypeError(f"amount must be a number in [0, 1), got {amount!r}")
+        if not 0 <= amount < 1:
+            raise ValueError(
+                f"amount={amount!r} is out of range: the fraction to remove must be in [0, 1) "
+                "(1 would remove everything)"
+            )
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
+    ):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+
+
+class Pruner(Plugin):
+    """Pruner: model + scores + amount (or threshold) -> pruned model.
+
+    Implement :meth:`prune`. The core checks the amount, the threshold and the scores first, so
+    a bad call leaves the model untouched. Two families:
+
+    * unstructured pruners zero weights with PyTorch's own masks (``weight_orig`` +
+      ``weight_mask`` and a forward pre-hook, as ``torch.nn.utils.prune`` makes them), so
+      ``prune.is_pruned`` and ``prune.remove`` work; they change the model in place and return it;
+    * structured pruners (``structured = True``) remove whole units and return a physically
+      smaller model.
+    """
+
+    kind = "pruner"
+    structured: ClassVar[bool] = False
+
+    def __call__(
+        self,
+        model: nn.Module,
+        scores: Scores,
+        *,
+        amount: float | None = None,
+        threshold: float | None = None,
+    ) -> nn.Module:
+        """Prune ``model`` by ``amount`` (fraction to remove) or ``threshold`` (score bound)."""
+        check_amount(amount, threshold)
+        scores.check(model)
+        return self.prune(model, scores, amount=amount, threshold=threshold)
+
+    def prune(
+        self,
+        model: nn.Module,
+        scores: Scores,
+        *,
+        amount: float | None,
+        threshold: float | None,
+    ) -> nn.Module:
+        """Remove the least important part of ``model`` and return the pruned model."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- augmenters
+
+
+def default_generator(device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded from torch's global RNG, so ``torch.manual_seed`` makes runs repeat."""
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def check_images(images: Tensor) -> Tensor:
+    """Check the image contract and return a 4-D batch view (``N x C x H x W``)."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images must be float in [0, 1], got dtype {images.dtype}: convert with "
+            "images.float() / 255"
+        )
+    if images.dim() not in (3, 4):
+        raise ValueError(
+            f"images must be N x C x H x W (or one C x H x W image), got shape "
+            f"{tuple(images.shape)}"
+        )
+    if images.numel() == 0:
+        raise ValueError("the batch of images is empty: give at least one image")
+    low, high = images.aminmax()
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"image values must be in [0, 1], got [{low.item():.3g}, {high.item():.3g}]: "
+            "scale them (e.g. x / 255) before augmenting"
+        )
+    return images if images.dim() == 4 else images.unsqueeze(0)
+
+
+class ImageAugmenter(Plugin):
+    """Image augmenter on batches ``N x C x H x W`` of floats in [0, 1].
+
+    Follows kornia's split between drawing random parameters and applying them, with an
+    explicit ``torch.Generator``:
+
+    * :meth:`generate_parameters` draws **per-sample** parameters (a dict of tensors whose first
+      dimension is ``N``) from the generator it is given;
+    * :meth:`apply` applies them to the whole batch at once (no Python loop over samples).
+
+    The base class validates the images, decides per sample whether to apply (declare a ``p``
+    parameter to expose the probability; without one every sample is transformed), keeps samples
+    that were not selected unchanged, and never modifies its input in place.
+
+    Set ``mixes_targets = True`` for augmenters that also transform targets (mixup, CutMix):
+    they require targets and return ``(images, soft_targets)``. Set ``needs_model = True`` for
+    adversarial augmenters: they require ``model=`` (and use ``loss_fn=``).
+    """
+
+    kind = "augmenter"
+    modality: ClassVar[str] = "image"
+    mixes_targets: ClassVar[bool] = False
+    needs_model: ClassVar[bool] = False
+
+    def __call__(
+        self,
+        images: Tensor,
+        targets: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        model: nn.Module | None = None,
+        loss_fn: LossFn | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Augment ``images``; returns ``images`` or, when targets are given, ``(images, targets)``.
+
+        ``generator`` makes the draw repeatable (default: seeded from torch's global RNG).
+        """
+        batch = check_images(images)
+        if self.mixes_targets and targets is None:
+            raise ValueError(
+                f"augmenter {self.name!r} mixes targets: call it as aug(images, targets)"
+            )
+        if targets is not None and len(targets) != len(batch):
+            raise ValueError(
+                f"got {len(batch)} images but {len(targets)} targets: give one target per image"
+            )
+        if self.needs_model and model is None:
+            raise ValueError(
+                f"augmenter {self.name!r} needs the model: call it as aug(images, targets, "
+                "model=model)"
+            )
+        generator = generator or default_generator(batch.device)
+        params = self.generate_parameters(batch.shape, generator, batch.device)
+        context = {"targets": targets, "model": model, "loss_fn": loss_fn}
+        out, new_targets = self.apply(batch, params, **context)
+        p = self.config.get("p", 1.0)
+        if p < 1:
+            keep = torch.rand(len(batch), generator=generator, device=batch.device) >= p
+            out = torch.where(keep.view(-1, 1, 1, 1), batch, out)
+            if new_targets is not None and targets is not None:
+                if new_targets.shape == targets.shape:
+                    old = targets
+                else:
+                    old = nn.functional.one_hot(targets, new_targets.shape[1]).to(new_targets)
+                mask = keep.view(-1, *[1] * (new_targets.dim() - 1))
+                new_targets = torch.where(mask, old, new_targets)
+        out = out.reshape(images.shape)
+        if targets is None:
+            return out
+        return out, (targets if new_targets is None else new_targets)
+
+    def generate_parameters(
+        self, shape: torch.Size, generator: torch.Generator, device: torch.device
+    ) -> dict[str, Tensor]:
+        """Draw this augmenter's random parameters for each of the ``shape[0]`` samples."""
+        return {}
+
+    def apply(
+        self,
+        images: Tensor,
+        params: Mapping[str, Tensor],
+        *,
+        targets: Tensor | None,
+        model: nn.Module | None,
+        loss_fn: LossFn | None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Apply ``params`` to every sample; return (images, new targets or ``None``)."""
+        raise NotImplementedError
+
+
+class TextAugmenter(Plugin):
+    """Text augmenter: a list of strings in, a list of strings of the same length out.
+
+    Implement :meth:`augment_one`, which receives one text and a ``torch.Generator`` to draw its
+    randomness from (same seed, same output). The base class checks the input.
+    """
+
+    kind = "augmenter"
+    modality: ClassVar[str] = "text"
+
+    def __call__(
+        self, texts: Sequence[str], *, generator: torch.Generator | None = None
+    ) -> list[str]:
+        """Augment each text; returns a new list (the input is not modified)."""
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise TypeError("texts must be a list of strings, e.g. aug(['a sentence'])")
+        if not texts:
+            raise ValueError("the list of texts is empty: give at least one string")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise ValueError(
+                f"texts[{bad[0]}] is empty or not a string: give non-empty strings "
+                "(drop empty lines first)"
+            )
+        generator = generator or default_generator()
+        return [self.augment_one(text, generator) for text in texts]
+
+    def augment_one(self, text: str, generator: torch.Generator) -> str:
+        """Return an augmented copy of one non-empty ``text``."""
+        raise NotImplementedError

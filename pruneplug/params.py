@@ -1,0 +1,133 @@
+"""Declared parameters: each plugin states its knobs once, the core validates every call.
+
+A plugin lists its parameters as :class:`Param` objects. The same declarations serve three
+purposes, so a third-party plugin gets all three for free:
+
+* validation - :func:`validate` checks type, range and choices and names the plugin, the
+  parameter, the value and what is allowed when something is wrong;
+* the CLI - :meth:`Param.to_json` is what ``pruneplug plugins --json`` prints;
+* the widgets - sliders, dropdowns and checkboxes are built from the declarations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: The value types a parameter may declare (they map onto JSON and onto widgets).
+PARAM_TYPES = (bool, int, float, str)
+
+
+class ParamError(ValueError):
+    """A plugin was called with a parameter it does not declare, or with a bad value."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a plugin.
+
+    Args:
+        name: keyword the plugin is called with.
+        type: one of ``bool``, ``int``, ``float``, ``str``.
+        default: value used when the caller gives none (must itself be valid).
+        low, high: inclusive bounds for ``int`` / ``float`` (``None`` = unbounded on that side).
+        choices: the allowed values, for a parameter that takes one of a few options.
+        help: one line saying what the parameter does (shown in the CLI and as widget tooltip).
+    """
+
+    name: str
+    type: type
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in PARAM_TYPES:
+            raise TypeError(
+                f"Param {self.name!r}: type must be one of bool, int, float, str, "
+                f"got {self.type!r}"
+            )
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
+        if self.type is bool and (self.low is not None or self.high is not None):
+            raise TypeError(f"Param {self.name!r}: a bool parameter cannot have low/high bounds")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"Param {self.name!r}: low={self.low} is above high={self.high}")
+        problem = self.problem(self.default)
+        if problem:
+            raise ValueError(
+                f"Param {self.name!r}: its default {self.default!r} {problem} "
+                f"(allowed: {self.allowed()})"
+            )
+
+    def allowed(self) -> str:
+        """Human-readable description of the allowed values, e.g. ``float in [0, 1]``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        if self.low is None and self.high is None:
+            return self.type.__name__
+        return f"{self.type.__name__} in [{low}, {high}]"
+
+    def problem(self, value: Any) -> str | None:
+        """Say what is wrong with ``value`` for this parameter, or ``None`` if it is valid."""
+        if self.type is float:
+            ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif self.type is int:
+            ok_type = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok_type = isinstance(value, self.type)
+        if not ok_type:
+            return f"has type {type(value).__name__}, expected {self.type.__name__}"
+        if self.type is float and math.isnan(value):
+            return "is NaN"
+        if self.choices is not None and value not in self.choices:
+            return "is not an allowed choice"
+        if (self.low is not None and value < self.low) or (
+            self.high is not None and value > self.high
+        ):
+            return "is out of range"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The declaration as plain JSON-serialisable data."""
+        return {
+            "name": self.name,
+            "type": self.type.__name__,
+            "default": self.default,
+            "low": self.low,
+            "high": self.high,
+            "choices": list(self.choices) if self.choices is not None else None,
+            "help": self.help,
+        }
+
+
+def validate(owner: str, params: Iterable[Param], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the full, checked parameter dict for a call of plugin ``owner``.
+
+    Defaults fill what ``values`` omits; an ``int`` given for a ``float`` is converted.
+    Raises :class:`ParamError` naming the plugin, the parameter, the value and the allowed
+    values, or listing the declared names when an undeclared keyword is given.
+    """
+    declared = {p.name: p for p in params}
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        known = ", ".join(declared) or "(none)"
+        raise ParamError(
+            f"{owner}: unknown parameter(s) {', '.join(unknown)}; it accepts: {known}"
+        )
+    checked: dict[str, Any] = {}
+    for name, param in declared.items():
+        value = values.get(name, param.default)
+        problem = param.problem(value)
+        if problem:
+            raise ParamError(
+                f"{owner}: parameter {name}={value!r} {problem} (allowed: {param.allowed()})"
+            )
+        checked[name] = float(value) if param.type is float else value
+    return checked

@@ -1,0 +1,308 @@
+"""Plugin discovery and the registries of scorers, pruners and augmenters.
+
+Plugins come from the ``pruneplug`` entry-point group of every installed distribution -
+pruneplug's own built-ins included, so they prove the path a third party uses - and from objects
+registered live (:func:`register`, e.g. in a notebook).
+
+Rules, each chosen so that one plugin can never break another:
+
+* **Failures are contained.** A plugin whose import fails, whose hook raises, or that registers
+  something that is not a valid plugin class, is skipped with a :class:`PluginLoadWarning` naming
+  it and its distribution; the failure is listed in :attr:`Registry.failures` and by
+  ``pruneplug plugins``. Everything else loads.
+* **Duplicate names are never overridden silently.** When two providers register the same name
+  for one kind, both are kept under qualified names ``"<provider>:<name>"`` and asking for the
+  bare name raises an error listing both. The same provider registering a name again (re-running
+  a notebook cell) replaces its earlier class.
+* **Disabling.** ``PRUNEPLUG_DISABLE`` is a comma-separated list of entry-point names,
+  distribution names or registered names to skip, without uninstalling anything.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .contracts import ImageAugmenter, Plugin, Pruner, Scorer, TextAugmenter
+from .params import Param
+
+ENTRY_POINT_GROUP = "pruneplug"
+DISABLE_ENV = "PRUNEPLUG_DISABLE"
+LIVE = "live"  # provider name of plugins registered from running code
+
+#: kind -> (hook name, base classes a registered class must derive from)
+KINDS: dict[str, tuple[str, tuple[type[Plugin], ...]]] = {
+    "scorer": ("register_scorers", (Scorer,)),
+    "pruner": ("register_pruners", (Pruner,)),
+    "augmenter": ("register_augmenters", (ImageAugmenter, TextAugmenter)),
+}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin could not be loaded; the others were."""
+
+
+class UnknownPluginError(KeyError):
+    """No plugin of that kind has that name (the message lists the available ones)."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered class and where it came from."""
+
+    kind: str
+    name: str
+    cls: type[Plugin]
+    provider: str  # distribution name, or "live"
+    version: str
+    plugin: str  # entry-point (pluggy plugin) name
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``pruneplug plugins --json`` prints for this entry."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "description": self.cls.description,
+            "provider": self.provider,
+            "version": self.version,
+            "params": [p.to_json() for p in self.cls.params],
+        }
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A plugin (or one thing it registered) that was skipped, and why."""
+
+    plugin: str
+    provider: str
+    version: str
+    reason: str
+
+
+def _invalid(cls: Any, bases: tuple[type[Plugin], ...]) -> str | None:
+    """Say why ``cls`` cannot be registered under ``bases``, or ``None`` if it can."""
+    expected = " or ".join(b.__name__ for b in bases)
+    if not isinstance(cls, type) or not issubclass(cls, bases):
+        return f"registered {cls!r}, which is not a subclass of {expected}"
+    if not isinstance(cls.name, str) or not _NAME.match(cls.name):
+        return f"{cls.__name__}.name={cls.name!r} must be an identifier-like string"
+    if not isinstance(cls.description, str) or not cls.description.strip():
+        return f"{cls.__name__} needs a one-line description"
+    if not isinstance(cls.params, tuple) or not all(isinstance(p, Param) for p in cls.params):
+        return f"{cls.__name__}.params must be a tuple of pruneplug.Param"
+    return None
+
+
+class Registry:
+    """Loads plugins and looks up their classes by kind and name.
+
+    Args:
+        entry_points: discover installed plugins (``False`` in tests that register exactly
+            the plugins they need).
+        disabled: names to skip; default: the ``PRUNEPLUG_DISABLE`` environment variable.
+    """
+
+    def __init__(self, entry_points: bool = True, disabled: Iterable[str] | None = None) -> None:
+        if disabled is None:
+            disabled = os.environ.get(DISABLE_ENV, "").split(",")
+        self.disabled = {d.strip() for d in disabled if d.strip()}
+        self.pm = pluggy.PluginManager("pruneplug")
+        self.pm.add_hookspecs(hookspecs)
+        self._import_failures: list[Failure] = []
+        self._hook_failures: list[Failure] = []
+        self._providers: dict[str, tuple[str, str]] = {}  # plugin name -> (dist, version)
+        self._entries: dict[str, dict[str, list[Entry]]] = {}
+        if entry_points:
+            self._load_entry_points()
+        self._collect()
+
+    # ----------------------------------------------------------------- loading
+
+    @property
+    def failures(self) -> list[Failure]:
+        """Plugins (or registered objects) that were skipped, with the reason."""
+        return self._import_failures + self._hook_failures
+
+    def _fail(self, plugin: str, reason: str, at_import: bool = False) -> None:
+        provider, version = self._providers.get(plugin, (LIVE, ""))
+        failure = Failure(plugin, provider, version, reason)
+        (self._import_failures if at_import else self._hook_failures).append(failure)
+        warnings.warn(
+            f"pruneplug plugin {plugin!r} from {provider} {version} was skipped: {reason}. "
+            f"Fix or uninstall it, or set {DISABLE_ENV}={plugin} to silence this.",
+            PluginLoadWarning,
+            stacklevel=3,
+        )
+
+    def _load_entry_points(self) -> None:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist else "unknown"
+            version = ep.dist.version if ep.dist else ""
+            if ep.name in self.disabled or dist in self.disabled or ep.name in self._providers:
+                continue
+            self._providers[ep.name] = (dist, version)
+            try:
+                self.pm.register(ep.load(), name=ep.name)
+            except Exception as exc:  # any import or validation error is the plugin's
+                self._fail(ep.name, f"{type(exc).__name__}: {exc}", at_import=True)
+
+    def register_plugin(self, plugin: object, name: str | None = None) -> None:
+        """Register a plugin object (a module or object with ``@hookimpl`` functions) live."""
+        name = name or getattr(plugin, "__name__", None) or repr(plugin)
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+        self._providers[name] = (LIVE, "")
+        self.pm.register(plugin, name=name)
+        self._collect()
+
+    def _collect(self) -> None:
+        """Call every plugin's hooks, one plugin at a time, and rebuild the tables."""
+        self._entries = {kind: {} for kind in KINDS}
+        self._hook_failures = []
+        for kind, (hook_name, bases) in KINDS.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                self._call_hook(kind, hook_name, bases, impl)
+
+    def _call_hook(self, kind: str, hook_name: str, bases: tuple, impl: Any) -> None:
+        plugin = impl.plugin_name
+        provider, version = self._providers.get(plugin, (LIVE, ""))
+        found: list[type[Plugin]] = []
+        try:
+            returned = impl.function(*[found.append for _ in impl.argnames])
+        except Exception as exc:
+            self._fail(plugin, f"hook {hook_name} raised {type(exc).__name__}: {exc}")
+            return
+        if returned is not None:
+            self._fail(plugin, f"hook {hook_name} returned {returned!r}; call register() instead")
+            return
+        for cls in found:
+            problem = _invalid(cls, bases)
+            if problem:
+                self._fail(plugin, f"hook {hook_name}: {problem}")
+                continue
+            if cls.name in self.disabled:
+                continue
+            entry = Entry(kind, cls.name, cls, provider, version, plugin)
+            same = self._entries[kind].setdefault(cls.name, [])
+            same[:] = [e for e in same if e.provider != provider] + [entry]
+
+    # ----------------------------------------------------------------- lookup
+
+    def entries(self, kind: str | None = None) -> list[Entry]:
+        """Every registered entry (of one kind, if given), sorted by kind then name."""
+        kinds = [kind] if kind else list(KINDS)
+        for k in kinds:
+            self._check_kind(k)
+        return [e for k in kinds for n in sorted(self._entries[k]) for e in self._entries[k][n]]
+
+    def names(self, kind: str) -> list[str]:
+        """Names to ask for: bare when unique, ``provider:name`` when shared."""
+        self._check_kind(kind)
+        out = []
+        for name, same in sorted(self._entries[kind].items()):
+            out += [name] if len(same) == 1 else [f"{e.provider}:{name}" for e in same]
+        return out
+
+    def entry(self, kind: str, name: str) -> Entry:
+        """The entry of ``kind`` called ``name`` (or ``provider:name``)."""
+        self._check_kind(kind)
+        provider, _, bare = name.rpartition(":")
+        same = self._entries[kind].get(bare, [])
+        if provider:
+            same = [e for e in same if e.provider == provider]
+        if not same:
+            raise UnknownPluginError(
+                f"no {kind} called {name!r}; available: {', '.join(self.names(kind)) or 'none'}"
+            )
+        if len(same) > 1:
+            options = " or ".join(f"'{e.provider}:{bare}'" for e in same)
+            raise UnknownPluginError(
+                f"{kind} {bare!r} is registered by several providers; ask for {options}, or "
+                f"disable one with {DISABLE_ENV}"
+            )
+        return same[0]
+
+    def create(self, kind: str, name: str, **params: Any) -> Plugin:
+        """Make the ``kind`` plugin ``name`` with validated ``params``."""
+        return self.entry(kind, name).cls(**params)
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown plugin kind {kind!r}; kinds are: {', '.join(KINDS)}")
+
+
+# --------------------------------------------------------------------------- the global registry
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use."""
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    return _registry
+
+
+def reload_plugins(entry_points: bool = True, disabled: Iterable[str] | None = None) -> Registry:
+    """Rebuild the process-wide registry (after installing a plugin, or in tests)."""
+    global _registry
+    _registry = Registry(entry_points=entry_points, disabled=disabled)
+    return _registry
+
+
+def register(*classes: type[Plugin]) -> None:
+    """Register plugin classes live, e.g. from a notebook: ``pruneplug.register(MyScorer)``.
+
+    Each class is registered under its kind (from its base class), with provider ``"live"``.
+    Registering a class with the same name again replaces the earlier live one. Raises
+    ``TypeError`` for anything that is not a valid plugin class.
+    """
+    registry = get_registry()
+    by_kind: dict[str, list[type[Plugin]]] = {}
+    for cls in classes:
+        kind = getattr(cls, "kind", None)
+        problem = _invalid(cls, KINDS[kind][1]) if kind in KINDS else f"{cls!r} is not a plugin"
+        if problem:
+            raise TypeError(f"cannot register: {problem}")
+        by_kind.setdefault(kind, []).append(cls)
+    for kind, group in by_kind.items():
+        hook_name = KINDS[kind][0]
+        plugin = type("LivePlugin", (), {hook_name: _register_all(hook_name, group)})
+        registry.register_plugin(plugin(), name=f"live:{kind}:{','.join(c.name for c in group)}")
+
+
+def _register_all(hook_name: str, classes: list[type[Plugin]]) -> Callable[..., None]:
+    def hook(self: object, register: Callable[[type], None]) -> None:
+        for cls in classes:
+            register(cls)
+
+    hook.__name__ = hook_name
+    return hookspecs.hookimpl(hook)
+
+
+def get_scorer(name: str, **params: Any) -> Scorer:
+    """The scorer ``name`` with validated ``params``, e.g. ``get_scorer("magnitude", p=2)``."""
+    return get_registry().create("scorer", name, **params)  # type: ignore[return-value]
+
+
+def get_pruner(name: str, **params: Any) -> Pruner:
+    """The pruner ``name`` with validated ``params``."""
+    return get_registry().create("pruner", name, **params)  # type: ignore[return-value]
+
+
+def get_augmenter(name: str, **params: Any) -> ImageAugmenter | TextAugmenter:
+    """The augmenter ``name`` with validated ``params``."""
+    return get_registry().create("augmenter", name, **params)  # type: ignore[return-value]
