@@ -20,7 +20,9 @@ from pruneplug.contracts import Batch, LossFn
 class Magnitude(Scorer):
     name = "magnitude"
     description = "|w| per weight; L1 or L2 norm of each unit's weights per neuron/channel"
-    params = (Param("p", int, 1, choices=(1, 2), help="norm of a unit's weights: 1 (L1) or 2 (L2)"),)
+    params = (
+        Param("p", int, 1, choices=(1, 2), help="norm of a unit's weights: 1 (L1) or 2 (L2)"),
+    )
 
     def score(self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn) -> Scores:
         scores = Scores()

@@ -46,7 +46,7 @@ def keep_masks_by_rate(
         keep = torch.ones_like(flat, dtype=torch.bool)
         if remove:
             keep[flat.topk(remove, largest=False).indices] = False
-        for name, piece in zip(names, keep.split([scores[n].numel() for n in names])):
+        for name, piece in zip(names, keep.split([scores[n].numel() for n in names]), strict=True):
             piece = piece.view_as(scores[name]) & alive[name]
             if not piece.any():  # never empty a layer: keep its best live weight
                 best = scores[name].where(alive[name], -torch.inf).flatten().argmax()

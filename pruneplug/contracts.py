@@ -143,9 +143,7 @@ class Scorer(Plugin):
         scores.check(model)
         return scores
 
-    def score(
-        self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn
-    ) -> Scores:
+    def score(self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn) -> Scores:
         """Return the importance of ``model``'s prunable layers (higher means keep)."""
         raise NotImplementedError
 

@@ -21,7 +21,7 @@ hookimpl = pluggy.HookimplMarker("pruneplug")
 
 @hookspec
 def register_scorers(register: Callable[[type], None]) -> None:
-    """Register importance scorers: call ``register(cls)`` for each ``pruneplug.Scorer`` subclass."""
+    """Register importance scorers: call ``register(cls)`` for each ``Scorer`` subclass."""
 
 
 @hookspec

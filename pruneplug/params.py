@@ -48,8 +48,7 @@ class Param:
     def __post_init__(self) -> None:
         if self.type not in PARAM_TYPES:
             raise TypeError(
-                f"Param {self.name!r}: type must be one of bool, int, float, str, "
-                f"got {self.type!r}"
+                f"Param {self.name!r}: type must be one of bool, int, float, str, got {self.type!r}"
             )
         if self.choices is not None:
             object.__setattr__(self, "choices", tuple(self.choices))
@@ -118,9 +117,7 @@ def validate(owner: str, params: Iterable[Param], values: Mapping[str, Any]) -> 
     unknown = sorted(set(values) - set(declared))
     if unknown:
         known = ", ".join(declared) or "(none)"
-        raise ParamError(
-            f"{owner}: unknown parameter(s) {', '.join(unknown)}; it accepts: {known}"
-        )
+        raise ParamError(f"{owner}: unknown parameter(s) {', '.join(unknown)}; it accepts: {known}")
     checked: dict[str, Any] = {}
     for name, param in declared.items():
         value = values.get(name, param.default)
