@@ -1,0 +1,138 @@
+"""The ``pruneplug`` command: list plugins, open the course, run the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .registry import KINDS, Entry, Registry, UnknownPluginError, get_registry
+
+#: ``pruneplug bench NAME`` -> modules whose ``run(quick)`` print that benchmark's tables.
+BENCHMARKS = {
+    "pruning": ("pruning_unstructured", "pruning_structured"),
+    "augment": ("augment",),
+    "widgets": ("widgets",),
+}
+
+
+def course_dir() -> Path:
+    """The folder holding the course notebooks (next to the package in a source checkout)."""
+    folder = Path(__file__).resolve().parent.parent / "course"
+    if not folder.is_dir():
+        raise SystemExit(
+            "pruneplug: the course notebooks ship with the source repository; clone it and run "
+            "`make lab` there"
+        )
+    return folder
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _describe(entry: Entry) -> str:
+    cls = entry.cls
+    lines = [
+        f"{entry.kind} {entry.name!r}: {cls.description}",
+        f"provider: {entry.provider} {entry.version} (plugin {entry.plugin})",
+        f"class: {cls.__module__}.{cls.__qualname__}",
+    ]
+    if cls.params:
+        rows = [[p.name, p.allowed(), repr(p.default), p.help] for p in cls.params]
+        lines += ["", _table(rows, ["parameter", "allowed", "default", "help"])]
+    else:
+        lines.append("parameters: none")
+    return "\n".join(lines)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry: Registry = get_registry()
+    if args.name:
+        kinds = [args.kind] if args.kind else list(KINDS)
+        found, errors = [], []
+        for kind in kinds:
+            try:
+                found.append(registry.entry(kind, args.name))
+            except UnknownPluginError as exc:
+                errors.append(str(exc))
+        if not found:
+            print("pruneplug: " + "\n".join(errors), file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps([e.to_json() for e in found], indent=2))
+        else:
+            print("\n\n".join(_describe(e) for e in found))
+        return 0
+    entries = registry.entries(args.kind)
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=2))
+        return 0
+    rows = [
+        [e.kind, e.name, e.cls.description, f"{e.provider} {e.version}".strip()] for e in entries
+    ]
+    print(_table(rows, ["kind", "name", "description", "provider"]))
+    for f in registry.failures:
+        print(f"FAILED  plugin {f.plugin!r} from {f.provider} {f.version}: {f.reason}")
+    return 0
+
+
+def cmd_course(args: argparse.Namespace) -> int:
+    source = course_dir()
+    if args.copy:
+        target = Path(args.copy)
+        target.mkdir(parents=True, exist_ok=True)
+        copied = [shutil.copy2(nb, target) for nb in sorted(source.glob("*.ipynb"))]
+        print(f"copied {len(copied)} chapters to {target}")
+        return 0
+    command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={source}"]
+    command += [f"--port={args.port}"] if args.port else []
+    return subprocess.call(command)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    for module in BENCHMARKS[args.name]:
+        importlib.import_module(f"pruneplug.benchmarks.{module}").run(quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pruneplug",
+        description="Neural-network pruning and data augmentation in PyTorch, with plugins.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plugins = sub.add_parser("plugins", help="list plugins, or describe one")
+    plugins.add_argument("name", nargs="?", help="show one plugin's parameters and provider")
+    plugins.add_argument("--kind", choices=list(KINDS), help="only plugins of this kind")
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plugins.set_defaults(func=cmd_plugins)
+
+    course = sub.add_parser("course", help="open the course in JupyterLab")
+    course.add_argument("--copy", metavar="DIR", help="copy the notebooks to DIR instead")
+    course.add_argument("--port", type=int, help="port for JupyterLab")
+    course.set_defaults(func=cmd_course)
+
+    bench = sub.add_parser("bench", help="run a benchmark and print its table")
+    bench.add_argument("name", choices=list(BENCHMARKS))
+    bench.add_argument("--quick", action="store_true", help="a tiny run (for tests)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pruneplug`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
