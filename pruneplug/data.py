@@ -1,0 +1,321 @@
+"""Offline datasets with fixed, seeded train / validation / test splits.
+
+The labelled image sets come as a :class:`Splits`: three ``TensorDataset`` objects of float images
+``N x C x H x W`` in [0, 1] with ``int64`` labels, so a split is a plain pair of tensors that a
+notebook can index, plot or augment without transforms. Nothing is ever downloaded:
+
+* :func:`load_digits` - scikit-learn's 8x8 handwritten digits (1,797 images, shipped with
+  scikit-learn), the default everywhere: small enough to train a model in seconds on a CPU;
+* :func:`load_photos` - the colour photographs bundled with scikit-image, for augmentation
+  galleries;
+* :func:`load_mnist`, :func:`load_cifar10` - read through torchvision (``download=False``) from
+  files the user already has; a missing file raises an error naming the folder and the files;
+* :func:`load_text_folder` - an IMDB-style folder of ``pos/`` and ``neg/`` text files.
+
+Splits depend only on ``seed`` (and scikit-learn's ``train_test_split``): the same seed gives
+the same split on every machine.
+Validation sets are stratified (each class keeps its share), carved from the training data.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+SPLIT_NAMES = ("train", "val", "test")
+
+#: Sizes of the digits split (1,797 images in all).
+DIGITS_SIZES = {"train": 1200, "val": 200, "test": 397}
+
+#: scikit-image photos that are bundled with the package (no download) and in colour, by name.
+PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
+
+
+@dataclass
+class Splits:
+    """A dataset's fixed train / validation / test splits.
+
+    Attributes:
+        train, val, test: ``TensorDataset(images, labels)``: float images ``N x C x H x W`` in
+            [0, 1] and ``int64`` class indices.
+        classes: class names; label ``i`` is ``classes[i]``.
+        name: the dataset's name ("digits", "mnist", "cifar10").
+    """
+
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    classes: list[str]
+    name: str
+
+    def loader(
+        self, split: str = "train", batch_size: int = 64, shuffle: bool | None = None, seed: int = 0
+    ) -> DataLoader:
+        """A ``DataLoader`` over one split; the shuffle order depends only on ``seed``.
+
+        ``shuffle`` defaults to True for "train" and False for "val" and "test".
+        """
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {split!r} of {self.name}: use one of {SPLIT_NAMES}")
+        dataset = getattr(self, split)
+        if len(dataset) == 0:
+            raise ValueError(
+                f"the {split!r} split of {self.name} is empty: load the data with a non-empty "
+                f"{split} split, or use another split"
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=split == "train" if shuffle is None else shuffle,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+
+def _stratified_split(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(rest, part)`` with ``len(part) == size``, each class keeping its share.
+
+    Both index arrays are sorted, so the data keep their original order within a split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < size < len(labels):
+        raise ValueError(f"split size must be between 1 and {len(labels) - 1}, got {size}")
+    rest, part = train_test_split(
+        np.arange(len(labels)), test_size=size, stratify=labels, random_state=seed
+    )
+    return np.sort(rest), np.sort(part)
+
+
+def _dataset(images: np.ndarray | Tensor, labels: np.ndarray | Tensor) -> TensorDataset:
+    """A ``TensorDataset`` holding its own float32 / int64 copies of the arrays."""
+    return TensorDataset(
+        torch.tensor(images, dtype=torch.float32), torch.tensor(labels, dtype=torch.int64)
+    )
+
+
+def _carve(
+    images: Tensor, labels: Tensor, test: TensorDataset, val_size: int, seed: int
+) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    """Train / val / test with a stratified ``val_size`` carved from the given training data."""
+    train_idx, val_idx = _stratified_split(labels.numpy(), val_size, seed)
+    return (
+        TensorDataset(images[train_idx], labels[train_idx]),
+        TensorDataset(images[val_idx], labels[val_idx]),
+        test,
+    )
+
+
+# --------------------------------------------------------------------------- digits
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images ``N x 1 x 8 x 8`` in [0, 1], labels), loaded once."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = (bunch.images / 16.0).astype(np.float32)[:, None]  # pixel values are 0..16
+    return images, bunch.target.astype(np.int64)
+
+
+def load_digits(seed: int = 0) -> Splits:
+    """scikit-learn's 8x8 digits: train 1,200 / val 200 / test 397, stratified, 1 x 8 x 8.
+
+    The images are scaled from 0..16 to [0, 1]. ``seed`` fixes the split; every call returns
+    fresh tensors, so changing one never changes what the next call returns.
+    """
+    images, labels = _digits_arrays()
+    rest, test = _stratified_split(labels, DIGITS_SIZES["test"], seed)
+    train, val = _stratified_split(labels[rest], DIGITS_SIZES["val"], seed)
+    train, val = rest[train], rest[val]
+    return Splits(
+        train=_dataset(images[train], labels[train]),
+        val=_dataset(images[val], labels[val]),
+        test=_dataset(images[test], labels[test]),
+        classes=[str(d) for d in range(10)],
+        name="digits",
+    )
+
+
+# --------------------------------------------------------------------------- photos
+
+
+@functools.lru_cache(maxsize=4)
+def _photos(size: int) -> Tensor:
+    import skimage.data
+    from torchvision.transforms.v2 import functional as F
+
+    arrays = {
+        "astronaut": skimage.data.astronaut(),
+        "chelsea": skimage.data.chelsea(),
+        "coffee": skimage.data.coffee(),
+        "rocket": skimage.data.rocket(),
+        "motorcycle": skimage.data.stereo_motorcycle()[0],
+    }
+    photos = []
+    for name in PHOTO_NAMES:
+        image = torch.from_numpy(arrays[name]).permute(2, 0, 1)  # H x W x 3 uint8 -> 3 x H x W
+        image = F.center_crop(F.resize(image, [size], antialias=True), [size, size])
+        photos.append(F.to_dtype(image, torch.float32, scale=True))
+    return torch.stack(photos)
+
+
+def load_photos(size: int = 64) -> tuple[Tensor, list[str]]:
+    """The colour photographs bundled with scikit-image, as ``N x 3 x size x size`` in [0, 1].
+
+    Each photo's shorter side is resized to ``size`` (antialiased), then the centre square is
+    cropped. Only photos that ship inside scikit-image are used (nothing is downloaded), and
+    only colour ones - the greyscale ones (camera, moon, ...) would show nothing of a colour
+    augmenter. Returns the images and their names (:data:`PHOTO_NAMES`).
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"photo size must be a positive int (pixels per side), got {size!r}")
+    return _photos(size).clone(), list(PHOTO_NAMES)
+
+
+# --------------------------------------------------------------------------- MNIST, CIFAR-10
+
+
+def _require_files(dataset: str, folder: Path, names: list[str], how: str) -> None:
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{dataset} files not found: {folder} lacks {', '.join(missing)}. pruneplug never "
+            f"downloads data; {how}"
+        )
+
+
+def load_mnist(root: str | Path, seed: int = 0, val_size: int = 5000) -> Splits:
+    """MNIST from local files: train 60,000 - ``val_size`` / val ``val_size`` / test 10,000.
+
+    Reads ``ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (the uncompressed
+    files) through ``torchvision.datasets.MNIST(download=False)``. Images are 1 x 28 x 28.
+    """
+    from torchvision.datasets import MNIST
+
+    root = Path(root)
+    raw = root / "MNIST" / "raw"
+    names = [Path(url).stem for url, _ in MNIST.resources]  # the .gz names without .gz
+    _require_files(
+        "MNIST",
+        raw,
+        names,
+        f"get them on a machine with internet (torchvision.datasets.MNIST(ROOT, download=True), "
+        f"or the .gz files from the MNIST site, gunzipped) and put them in {raw}",
+    )
+    sets = {}
+    for train in (True, False):
+        ds = MNIST(root, train=train, download=False)
+        sets[train] = (ds.data.unsqueeze(1).float() / 255, ds.targets.to(torch.int64))
+    train, val, test = _carve(*sets[True], TensorDataset(*sets[False]), val_size, seed)
+    return Splits(train, val, test, classes=[str(d) for d in range(10)], name="mnist")
+
+
+def load_cifar10(root: str | Path, seed: int = 0, val_size: int = 5000) -> Splits:
+    """CIFAR-10 from local files: train 50,000 - ``val_size`` / val ``val_size`` / test 10,000.
+
+    Reads the python batches in ``ROOT/cifar-10-batches-py`` (``data_batch_1`` .. ``_5``,
+    ``test_batch``, ``batches.meta``, as extracted from ``cifar-10-python.tar.gz``) through
+    ``torchvision.datasets.CIFAR10(download=False)``, which also checks their checksums.
+    Images are 3 x 32 x 32.
+    """
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root)
+    folder = root / CIFAR10.base_folder
+    names = [n for n, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
+    _require_files(
+        "CIFAR-10",
+        folder,
+        names,
+        "get cifar-10-python.tar.gz on a machine with internet (or torchvision.datasets."
+        f"CIFAR10(ROOT, download=True)) and extract it in {root}",
+    )
+    sets = {}
+    for train in (True, False):
+        try:
+            ds = CIFAR10(root, train=train, download=False)
+        except RuntimeError as err:  # the files exist, so their checksums failed
+            raise RuntimeError(
+                f"CIFAR-10 files in {folder} are corrupted ({err}): extract "
+                "cifar-10-python.tar.gz there again"
+            ) from err
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 255  # N x H x W x 3
+        sets[train] = (images.contiguous(), torch.tensor(ds.targets, dtype=torch.int64))
+    train, val, test = _carve(*sets[True], TensorDataset(*sets[False]), val_size, seed)
+    return Splits(train, val, test, classes=list(ds.classes), name="cifar10")
+
+
+# --------------------------------------------------------------------------- text
+
+
+@dataclass(frozen=True)
+class TextSet:
+    """Labelled texts for sentiment classification: ``texts[i]`` has label ``labels[i]``.
+
+    Labels are ``int64``: 0 = negative, 1 = positive (``classes[label]``).
+    """
+
+    texts: list[str]
+    labels: Tensor
+    classes: ClassVar[tuple[str, str]] = ("neg", "pos")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _read_pos_neg(folder: Path) -> TextSet:
+    texts: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(TextSet.classes):
+        sub = folder / name
+        if not sub.is_dir():
+            raise FileNotFoundError(
+                f"{sub} is missing: a text folder needs {name}/ and "
+                f"{TextSet.classes[1 - label]}/ sub-folders of .txt files, one text per file"
+            )
+        files = sorted(sub.glob("*.txt"))
+        if not files:
+            raise FileNotFoundError(f"no .txt files in {sub}: put one text per .txt file there")
+        for file in files:
+            try:
+                texts.append(file.read_text(encoding="utf-8").strip())
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{file} is not UTF-8 text ({err}): save it as UTF-8") from err
+        labels += [label] * len(files)
+    return TextSet(texts, torch.tensor(labels, dtype=torch.int64))
+
+
+def load_text_folder(root: str | Path) -> dict[str, TextSet]:
+    """An IMDB-style folder of text files, one text per ``.txt`` file, by split.
+
+    Two layouts are read:
+
+    * ``ROOT/pos/*.txt`` and ``ROOT/neg/*.txt`` -> ``{"all": TextSet}``;
+    * ``ROOT/train/{pos,neg}/*.txt`` and/or ``ROOT/test/{pos,neg}/*.txt`` (the layout of the
+      extracted ``aclImdb`` archive) -> ``{"train": TextSet, "test": TextSet}`` with the
+      splits present. Other files and folders (``unsup/``, ``urls_*.txt``) are ignored.
+
+    Within a split the negative texts come first, then the positive ones, each in sorted file
+    name order, so the result is the same on every machine. Texts are read as UTF-8 and
+    stripped of surrounding white space.
+    """
+    root = Path(root)
+    layout = "ROOT/pos/*.txt and ROOT/neg/*.txt, or ROOT/train/{pos,neg}/ and ROOT/test/{pos,neg}/"
+    if not root.is_dir():
+        raise FileNotFoundError(f"text folder {root} does not exist: expected {layout}")
+    if (root / "pos").is_dir() or (root / "neg").is_dir():
+        return {"all": _read_pos_neg(root)}
+    splits = {s: _read_pos_neg(root / s) for s in ("train", "test") if (root / s).is_dir()}
+    if not splits:
+        raise FileNotFoundError(
+            f"{root} has no pos/, neg/, train/ or test/ folder: expected {layout}"
+        )
+    return splits
