@@ -1,0 +1,373 @@
+"""Training, evaluation and fine-tuning: one seeded loop that every chapter and plugin shares.
+
+:func:`train` is a plain mini-batch loop (SGD with momentum or Adam, an optional per-epoch
+learning-rate schedule from :mod:`torch.optim.lr_scheduler`) with three hooks that cover what
+pruning recipes add to training:
+
+* ``penalty(model, inputs, logits)`` is added to the loss (L1 sparsity, distillation from a
+  teacher, attention transfer);
+* ``augment(inputs, targets)`` transforms each training batch (and may return soft targets);
+* ``on_epoch_end(epoch, model)`` runs after each epoch (gradual pruning, logging).
+
+Runs are repeatable: the global RNG is seeded with ``seed`` for the run (and restored
+afterwards, so a call does not shift the caller's random stream) and the training loader
+shuffles with its own generator seeded by ``seed``; on CPU two calls with the same seed give
+bit-identical weights. Models pruned with :mod:`torch.nn.utils.prune` train as they are: the
+optimiser updates ``weight_orig`` and the mask keeps pruned weights at exactly zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Penalty = Callable[[nn.Module, Tensor, Tensor], Tensor]
+Augment = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+EpochHook = Callable[[int, nn.Module], None]
+Data = Dataset | DataLoader
+
+OPTIMIZERS = ("sgd", "adam")
+#: Per-epoch schedules: name -> (optimizer, epochs) -> scheduler. ``step`` divides the rate by 10
+#: every third of the run, ``exponential`` multiplies it by 0.9 each epoch, ``cosine`` anneals it
+#: to zero over the run (Loshchilov & Hutter, "SGDR", ICLR 2017).
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], Any]] = {
+    "step": lambda opt, epochs: torch.optim.lr_scheduler.StepLR(
+        opt, step_size=max(1, epochs // 3), gamma=0.1
+    ),
+    "exponential": lambda opt, epochs: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9),
+    "cosine": lambda opt, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs),
+}
+COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a :class:`torch.device`; ``None`` picks CUDA when present, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={str(device)!r} was asked for but CUDA is not available here: pass "
+            "device='cpu' or device=None (automatic)"
+        )
+    return chosen
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block, then restore every sub-module's own mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def refresh_masked_weights(model: nn.Module) -> None:
+    """Recompute ``weight = weight_orig * weight_mask`` of pruned layers after an update.
+
+    ``torch.nn.utils.prune`` recomputes the masked tensor only in a forward pre-hook, so after an
+    optimiser step ``module.weight`` is one step stale until the next forward; scorers and
+    metrics that read it between epochs must see the current values.
+    """
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                hook(module, ())
+
+
+def make_loader(data: Data, batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:
+    """``data`` as a loader: a DataLoader is used as is, a Dataset gets a seeded one."""
+    if isinstance(data, DataLoader):
+        return data
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def check_data(data: Any, what: str) -> None:
+    """Raise a clear error for anything but a non-empty Dataset or DataLoader."""
+    if not isinstance(data, (Dataset, DataLoader)):
+        raise TypeError(
+            f"{what} must be a torch Dataset or DataLoader, got {type(data).__name__}: wrap "
+            "tensors as torch.utils.data.TensorDataset(inputs, targets)"
+        )
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    try:
+        size = len(dataset)  # type: ignore[arg-type]
+    except TypeError:  # an IterableDataset may have no length; it is checked while iterating
+        return
+    if size == 0:
+        raise ValueError(f"{what} is empty: give at least one (input, target) sample")
+
+
+def hard_labels(targets: Tensor) -> Tensor:
+    """Class indices of ``targets``: indices as given, soft (N x classes) targets by argmax."""
+    return targets.argmax(1) if targets.dim() == 2 else targets
+
+
+class History:
+    """Per-epoch results of :func:`train`: one row per epoch with the columns in ``COLUMNS``.
+
+    ``history["val_accuracy"]`` gives a column as a list, ``history[0]`` the first row (a dict);
+    ``val_loss`` and ``val_accuracy`` are ``None`` without validation data. ``epoch`` counts
+    from 1; ``lr`` is the learning rate used during that epoch; ``train_loss`` is the mean of
+    the minimised objective (loss plus penalty) and ``train_accuracy`` is measured on the
+    (augmented) training batches as they were seen.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]] | None = None) -> None:
+        self.rows: list[dict[str, Any]] = list(rows or [])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, int):
+            return self.rows[key]
+        if key not in COLUMNS:
+            raise KeyError(f"no column {key!r} in the history; columns: {', '.join(COLUMNS)}")
+        return [row[key] for row in self.rows]
+
+    def __repr__(self) -> str:
+        cells = [list(COLUMNS)]
+        for row in self.rows:
+            cells.append([format_cell(row[c]) for c in COLUMNS])
+        widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+        return f"History({len(self.rows)} epochs)\n" + "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Plot losses (left axis) and accuracies (right axis) per epoch; return the Axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        epochs = self["epoch"]
+        twin = ax.twinx()
+        for column, axis, style in (
+            ("train_loss", ax, "-"),
+            ("val_loss", ax, "-"),
+            ("train_accuracy", twin, "--"),
+            ("val_accuracy", twin, "--"),
+        ):
+            values = self[column]
+            if all(v is not None for v in values):
+                axis.plot(epochs, values, style, marker="o", label=column)
+        ax.set(xlabel="epoch", ylabel="loss")
+        twin.set(ylabel="accuracy", ylim=(0, 1.02))
+        handles = ax.get_legend_handles_labels()
+        twin_handles = twin.get_legend_handles_labels()
+        ax.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], loc="center right")
+        return ax
+
+
+def format_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if value < 1e-3 else f"{value:.4f}"
+    return str(value)
+
+
+def check_train_args(
+    epochs: int,
+    lr: float,
+    optimizer: str,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    schedule: str | None,
+) -> None:
+    """Raise an error naming the argument and its allowed values before any work is done."""
+    for name, count in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"{name}={count!r}: give a whole number >= 1")
+    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name}={value!r}: give a number")
+        if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+            bound = "> 0" if name == "lr" else ">= 0"
+            raise ValueError(f"{name}={value!r}: give a finite number {bound}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ValueError(
+            f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)} (or None for "
+            "a constant learning rate)"
+        )
+
+
+def train(
+    model: nn.Module,
+    data: Data,
+    *,
+    epochs: int = 10,
+    lr: float = 0.1,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    batch_size: int = 64,
+    schedule: str | None = None,
+    val_data: Data | None = None,
+    loss_fn: LossFn | None = None,
+    penalty: Penalty | None = None,
+    augment: Augment | None = None,
+    on_epoch_end: EpochHook | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` in place on ``data`` and return its :class:`History`.
+
+    Args:
+        model: any classifier returning logits (masked ``torch.nn.utils.prune`` models too).
+        data, val_data: a Dataset (a loader shuffled by ``seed`` is made; the validation one is
+            not shuffled) or a DataLoader (used as is).
+        epochs, lr, batch_size: the usual; ``lr`` is the starting rate of a ``schedule``.
+        optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"``; ``weight_decay`` for both.
+        schedule: ``None`` (constant), ``"step"``, ``"exponential"`` or ``"cosine"``, stepped
+            once per epoch (see ``SCHEDULES``).
+        loss_fn: ``loss_fn(logits, targets)``; default cross-entropy, which accepts class
+            indices or soft (N x classes) targets.
+        penalty: ``penalty(model, inputs, logits) -> scalar`` added to the loss at each step.
+        augment: ``augment(inputs, targets) -> (inputs, targets)`` on each training batch.
+        on_epoch_end: ``on_epoch_end(epoch, model)`` after each epoch (``epoch`` from 1).
+        device: where to train; ``None`` picks CUDA when present (see :func:`pick_device`).
+            The model is moved there.
+        seed: seeds the global RNG for the run (restored afterwards) and the shuffling.
+        progress: show a tqdm bar over epochs; ``False`` prints nothing at all.
+    """
+    check_train_args(epochs, lr, optimizer, momentum, weight_decay, batch_size, schedule)
+    check_data(data, "data")
+    if val_data is not None:
+        check_data(val_data, "val_data")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(
+            f"{type(model).__name__} has no trainable parameters: unfreeze some "
+            "(p.requires_grad_(True)) before training"
+        )
+    device = pick_device(device)
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    loader = make_loader(data, batch_size, shuffle=True, seed=seed)
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        model.to(device)
+        if optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=lr, momentum=momentum, weight_decay=weight_decay
+            )
+        else:
+            opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        scheduler = SCHEDULES[schedule](opt, epochs) if schedule else None
+        history = History()
+        bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress)
+        for epoch in bar:
+            row: dict[str, Any] = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
+            row.update(train_epoch(model, loader, opt, loss_fn, penalty, augment, device))
+            if scheduler is not None:
+                scheduler.step()
+            refresh_masked_weights(model)
+            row["val_loss"] = row["val_accuracy"] = None
+            if val_data is not None:
+                val = evaluate(model, val_data, loss_fn=loss_fn, device=device)
+                row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            history.rows.append(row)
+            bar.set_postfix({k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, model)
+    return history
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    opt: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    penalty: Penalty | None,
+    augment: Augment | None,
+    device: torch.device,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean objective and the accuracy on the batches."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device), targets.to(device)
+        if augment is not None:
+            inputs, targets = augment(inputs, targets)
+        logits = model(inputs)
+        loss = loss_fn(logits, targets)
+        if penalty is not None:
+            loss = loss + penalty(model, inputs, logits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n = len(inputs)
+        total_loss += loss.item() * n
+        correct += (logits.argmax(1) == hard_labels(targets)).sum().item()
+        seen += n
+    if seen == 0:
+        raise ValueError("the training data yielded no batch: give at least one sample")
+    return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
+
+
+def evaluate(
+    model: nn.Module,
+    data: Data,
+    *,
+    loss_fn: LossFn | None = None,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` on ``data``: ``{"loss": ..., "accuracy": ...}``.
+
+    Runs in eval mode under ``torch.no_grad`` and restores each sub-module's mode afterwards.
+    ``device=None`` runs where the model's parameters are (nothing is moved); a device given
+    explicitly moves the model there. Soft targets count as their argmax class.
+    """
+    check_data(data, "data")
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    else:
+        device = pick_device(device)
+        model.to(device)
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    loader = make_loader(data, batch_size, shuffle=False, seed=0)
+    total_loss, correct, seen = 0.0, 0, 0
+    with evaluation_mode(model), torch.no_grad():
+        for inputs, targets in loader:
+            inputs, targets = inputs.to(device), targets.to(device)
+            logits = model(inputs)
+            n = len(inputs)
+            total_loss += loss_fn(logits, targets).item() * n
+            correct += (logits.argmax(1) == hard_labels(targets)).sum().item()
+            seen += n
+    if seen == 0:
+        raise ValueError("the evaluation data yielded no batch: give at least one sample")
+    return {"loss": total_loss / seen, "accuracy": correct / seen}
+
+
+#: What :func:`fine_tune` changes from :func:`train`: a 10x smaller rate for fewer epochs, so
+#: a pruned network recovers without forgetting what the dense one learnt.
+FINE_TUNE_DEFAULTS: dict[str, Any] = {"lr": 0.01, "epochs": 5}
+
+
+def fine_tune(model: nn.Module, data: Data, **kwargs: Any) -> History:
+    """:func:`train` with fine-tuning defaults (``lr=0.01``, ``epochs=5``); any can be overridden.
+
+    Used after pruning to recover accuracy; masked weights stay zero.
+    """
+    return train(model, data, **{**FINE_TUNE_DEFAULTS, **kwargs})

@@ -1,0 +1,216 @@
+"""What pruning buys and costs: parameters, sparsity, MACs, latency, accuracy, before and after.
+
+* **Parameters** count the effective model: a masked layer (``torch.nn.utils.prune``) counts its
+  weight once (``weight_orig``, not the mask buffer), and *non-zero* counts the weights left
+  after the mask.
+* **Sparsity** is the fraction of zero weights of the prunable (Linear/Conv) layers, per layer
+  and over all of them.
+* **MACs** (multiply-accumulates) are counted by :class:`torch.utils.flop_counter.FlopCounterMode`
+  on one forward pass (MACs = FLOPs / 2). They count dense arithmetic, which is what dense
+  kernels do: zeroed (unstructured) weights still cost MACs; physically smaller (structured)
+  layers do not.
+* **Latency** is the median wall time of repeated forward passes after a warm-up, under
+  ``torch.inference_mode``. It varies between runs and machines, so reports can leave it out.
+
+:func:`compare` puts two models side by side in a :class:`Report`, printed as a text table or
+shown as an HTML table in notebooks.
+"""
+
+from __future__ import annotations
+
+import html
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .contracts import prunable_layers
+from .engine import Data, evaluate, evaluation_mode
+
+
+def effective(model: nn.Module, name: str) -> Tensor:
+    """The value of parameter ``name`` as the forward pass sees it (``orig * mask`` if masked)."""
+    if name.endswith("_orig"):
+        try:
+            mask = model.get_buffer(name[: -len("_orig")] + "_mask")
+        except AttributeError:
+            mask = None
+        if mask is not None:
+            return model.get_parameter(name).detach() * mask
+    return model.get_parameter(name).detach()
+
+
+def layer_weight(layer: nn.Module) -> Tensor:
+    """A prunable layer's current weight after its mask (not the pre-hook's stale copy)."""
+    return (
+        effective(layer, "weight_orig") if hasattr(layer, "weight_orig") else layer.weight.detach()
+    )
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """``{"total": ..., "nonzero": ...}`` over every parameter of the effective model."""
+    total = nonzero = 0
+    for name, _ in model.named_parameters():
+        value = effective(model, name)
+        total += value.numel()
+        nonzero += int(torch.count_nonzero(value))
+    return {"total": total, "nonzero": nonzero}
+
+
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of zero weights of each prunable layer, by name."""
+    return {
+        name: 1.0 - int(torch.count_nonzero(w)) / w.numel()
+        for name, w in ((n, layer_weight(m)) for n, m in prunable_layers(model).items())
+    }
+
+
+def global_sparsity(model: nn.Module) -> float:
+    """Fraction of zero weights over all prunable layers together."""
+    weights = [layer_weight(m) for m in prunable_layers(model).values()]
+    zeros = sum(w.numel() - int(torch.count_nonzero(w)) for w in weights)
+    return zeros / sum(w.numel() for w in weights)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def macs(model: nn.Module, example_input: Tensor) -> int:
+    """Multiply-accumulates of one eval-mode forward pass on ``example_input`` (a batch).
+
+    Pass a batch of one sample for per-sample MACs, e.g. ``x[:1]``. The model's modes are
+    restored afterwards.
+    """
+    example_input = example_input.to(model_device(model))
+    counter = FlopCounterMode(display=False)
+    with evaluation_mode(model), torch.no_grad(), counter:
+        model(example_input)
+    return counter.get_total_flops() // 2
+
+
+def latency(model: nn.Module, example_input: Tensor, repeats: int = 20, warmup: int = 3) -> float:
+    """Median seconds of one forward pass on ``example_input`` (after ``warmup`` passes).
+
+    Runs in eval mode under ``torch.inference_mode``; the model's modes are restored afterwards.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats={repeats!r}: give a whole number >= 1")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup={warmup!r}: give a whole number >= 0")
+    device = model_device(model)
+    example_input = example_input.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    with evaluation_mode(model), torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            model(example_input)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+_time_forward = latency  # ``summary`` and ``compare`` take a ``latency`` flag of the same name
+
+
+def summary(
+    model: nn.Module, example_input: Tensor, data: Data | None = None, *, latency: bool = True
+) -> dict[str, float]:
+    """Every metric of one model: parameters, non-zero, global sparsity, MACs, latency, accuracy.
+
+    Keys: ``parameters``, ``nonzero``, ``sparsity``, ``macs``, ``latency_ms`` (when
+    ``latency``), ``accuracy`` (when ``data`` is given, a Dataset or DataLoader).
+    """
+    counts = count_parameters(model)
+    result: dict[str, float] = {
+        "parameters": counts["total"],
+        "nonzero": counts["nonzero"],
+        "sparsity": global_sparsity(model),
+        "macs": macs(model, example_input),
+    }
+    if latency:
+        result["latency_ms"] = 1000 * _time_forward(model, example_input)
+    if data is not None:
+        result["accuracy"] = evaluate(model, data)["accuracy"]
+    return result
+
+
+#: Row label and formatter of each :func:`summary` key, in report order.
+ROWS: dict[str, tuple[str, str]] = {
+    "parameters": ("parameters", "{:,.0f}"),
+    "nonzero": ("non-zero parameters", "{:,.0f}"),
+    "sparsity": ("global sparsity", "{:.2%}"),
+    "macs": ("MACs", "{:,.0f}"),
+    "latency_ms": ("latency (ms)", "{:.3f}"),
+    "accuracy": ("accuracy", "{:.2%}"),
+}
+
+
+@dataclass
+class Report:
+    """Two models' metrics side by side, with the ratio after / before.
+
+    ``rows`` maps a :func:`summary` key to ``(before, after)``; ``report["macs"]`` gives that
+    pair. ``str(report)`` is an aligned text table; notebooks show ``_repr_html_``.
+    """
+
+    rows: dict[str, tuple[float, float]]
+
+    def __getitem__(self, key: str) -> tuple[float, float]:
+        return self.rows[key]
+
+    def table(self) -> list[list[str]]:
+        """The cells, header first: metric, before, after, after / before."""
+        cells = [["metric", "before", "after", "after / before"]]
+        for key, (before, after) in self.rows.items():
+            label, fmt = ROWS[key]
+            ratio = f"{after / before:.3f}" if before else "-"
+            cells.append([label, fmt.format(before), fmt.format(after), ratio])
+        return cells
+
+    def __str__(self) -> str:
+        cells = self.table()
+        widths = [max(len(row[i]) for row in cells) for i in range(4)]
+        aligns = [str.ljust, str.rjust, str.rjust, str.rjust]
+        lines = [
+            "  ".join(align(c, w) for align, c, w in zip(aligns, row, widths, strict=True))
+            for row in cells
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        header, *body = self.table()
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+        rows = "".join(
+            "<tr>"
+            + f'<td style="text-align:left">{html.escape(row[0])}</td>'
+            + "".join(f'<td style="text-align:right">{html.escape(c)}</td>' for c in row[1:])
+            + "</tr>"
+            for row in body
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def compare(
+    before_model: nn.Module,
+    after_model: nn.Module,
+    example_input: Tensor,
+    data: Data | None = None,
+    *,
+    latency: bool = True,
+) -> Report:
+    """A :class:`Report` of both models' :func:`summary`; ``latency=False`` leaves timing out
+    (for output that must repeat exactly, e.g. notebooks checked by nbval)."""
+    before = summary(before_model, example_input, data, latency=latency)
+    after = summary(after_model, example_input, data, latency=latency)
+    return Report({key: (before[key], after[key]) for key in ROWS if key in before})

@@ -1,0 +1,115 @@
+"""Metrics against hand-computed counts: parameters, sparsity, MACs; latency; the report."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+from torch.utils.data import TensorDataset
+
+from pruneplug import metrics
+
+
+def masked_mlp() -> nn.Sequential:
+    """Linear(4, 5) with 10 of its 20 weights masked, then Linear(5, 2) dense; no zero values."""
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.rand(p.shape) + 0.1)  # strictly positive: no accidental zeros
+    mask = torch.zeros(20)
+    mask[::2] = 1
+    prune.custom_from_mask(model[0], "weight", mask.view(5, 4))
+    return model
+
+
+def test_linear_macs_per_sample_and_per_batch() -> None:
+    layer = nn.Linear(3, 4)
+    assert metrics.macs(layer, torch.randn(1, 3)) == 12  # 3 inputs x 4 outputs
+    assert metrics.macs(layer, torch.randn(5, 3)) == 60
+
+
+def test_conv_macs_dense_and_depthwise() -> None:
+    # out 3 channels x 3x3 positions x (2 in-channels x 3x3 kernel) = 3 * 9 * 18
+    assert metrics.macs(nn.Conv2d(2, 3, 3), torch.randn(1, 2, 5, 5)) == 486
+    # depthwise: 4 channels x 3x3 positions x (1 x 3x3 kernel)
+    assert metrics.macs(nn.Conv2d(4, 4, 3, groups=4), torch.randn(1, 4, 5, 5)) == 324
+
+
+def test_macs_runs_in_eval_mode_and_restores_it() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Flatten())
+    model.train()
+    stats = model[1].running_mean.clone()
+    metrics.macs(model, torch.randn(2, 1, 4, 4))
+    assert torch.equal(model[1].running_mean, stats)  # an eval forward leaves the BN stats
+    assert model.training and model[1].training
+    model.eval()
+    metrics.macs(model, torch.randn(2, 1, 4, 4))
+    assert not model.training
+
+
+def test_count_parameters_counts_masked_weights_once() -> None:
+    layer = nn.Linear(3, 4)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        layer.bias.copy_(torch.tensor([0.0, 1.0, 1.0, 1.0]))
+    assert metrics.count_parameters(layer) == {"total": 16, "nonzero": 15}
+    model = masked_mlp()  # 20 + 5 + 10 + 2 = 37 parameters, 10 weights masked
+    assert metrics.count_parameters(model) == {"total": 37, "nonzero": 27}
+
+
+def test_sparsity_per_layer_and_global() -> None:
+    model = masked_mlp()
+    assert metrics.layer_sparsity(model) == {"0": 0.5, "2": 0.0}
+    assert metrics.global_sparsity(model) == pytest.approx(10 / 30)
+    with torch.no_grad():  # the current weights count, not the pre-hook's copy of the last forward
+        model[2].weight[0].zero_()
+    assert metrics.global_sparsity(model) == pytest.approx(15 / 30)
+    with pytest.raises(ValueError, match="no prunable layers"):
+        metrics.layer_sparsity(nn.Sequential(nn.ReLU()))
+
+
+def test_latency_times_repeats_in_inference_mode_and_restores_mode() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5))
+    modes = []
+    model.register_forward_hook(
+        lambda m, i, o: modes.append((torch.is_inference_mode_enabled(), m.training))
+    )
+    model.train()
+    seconds = metrics.latency(model, torch.randn(1, 3), repeats=5, warmup=2)
+    assert 0 < seconds < 1
+    assert modes == [(True, False)] * 7
+    assert model.training
+    with pytest.raises(ValueError, match="repeats=0"):
+        metrics.latency(model, torch.randn(1, 3), repeats=0)
+
+
+def test_compare_report_text_and_html() -> None:
+    torch.manual_seed(0)
+    before = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    after = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2))  # "shrunk" hidden layer
+    x = torch.randn(1, 3)
+    data = TensorDataset(torch.randn(10, 3), torch.zeros(10, dtype=torch.long))
+    report = metrics.compare(before, after, x, data=data, latency=False)
+    assert report["parameters"] == (26, 14)
+    assert report["macs"] == (20, 10)
+    lines = str(report).splitlines()
+    assert lines[:6] == [
+        "metric               before  after  after / before",
+        "-------------------  ------  -----  --------------",
+        "parameters               26     14           0.538",
+        "non-zero parameters      26     14           0.538",
+        "global sparsity       0.00%  0.00%               -",
+        "MACs                     20     10           0.500",
+    ]
+    assert lines[6].startswith("accuracy") and len(lines) == 7
+    page = report._repr_html_()
+    assert page.startswith("<table>") and page.count("<tr>") == 6
+    assert '<td style="text-align:left">non-zero parameters</td>' in page
+
+    timed = metrics.compare(before, after, x)
+    assert list(timed.rows) == ["parameters", "nonzero", "sparsity", "macs", "latency_ms"]
+    assert "latency (ms)" in str(timed)
+
+
+def test_summary_of_a_masked_model() -> None:
+    result = metrics.summary(masked_mlp(), torch.randn(1, 4), latency=False)
+    assert result == {"parameters": 37, "nonzero": 27, "sparsity": pytest.approx(1 / 3), "macs": 30}
