@@ -312,7 +312,7 @@ class ImageAugmenter(Plugin):
                 if new_targets.shape == targets.shape:
                     old = targets
                 else:
-                    old = nn.functional.one_hot(targets, new_targets.shape[1]).to(new_targets)
+                    old = nn.functional.one_hot(targets.long(), new_targets.shape[1]).to(new_targets)
                 mask = keep.view(-1, *[1] * (new_targets.dim() - 1))
                 new_targets = torch.where(mask, old, new_targets)
         out = out.reshape(images.shape)
