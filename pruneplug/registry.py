@@ -147,16 +147,20 @@ class Registry:
         )
 
     def _load_entry_points(self) -> None:
+        seen: set[tuple[str, str]] = set()
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist else "unknown"
             version = ep.dist.version if ep.dist else ""
-            if ep.name in self.disabled or dist in self.disabled or ep.name in self._providers:
-                continue
-            self._providers[ep.name] = (dist, version)
+            if {ep.name, dist, f"{dist}:{ep.name}"} & self.disabled or (dist, ep.name) in seen:
+                continue  # disabled, or the same distribution found twice on sys.path
+            seen.add((dist, ep.name))
+            # entry-point names are unique only within a distribution: qualify a clash
+            name = f"{dist}:{ep.name}" if ep.name in self._providers else ep.name
+            self._providers[name] = (dist, version)
             try:
-                self.pm.register(ep.load(), name=ep.name)
+                self.pm.register(ep.load(), name=name)
             except Exception as exc:  # any import or validation error is the plugin's
-                self._fail(ep.name, f"{type(exc).__name__}: {exc}", at_import=True)
+                self._fail(name, f"{type(exc).__name__}: {exc}", at_import=True)
 
     def register_plugin(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin object (a module or object with ``@hookimpl`` functions) live."""
