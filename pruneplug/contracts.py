@@ -225,7 +225,10 @@ def default_generator(device: torch.device | str = "cpu") -> torch.Generator:
 
 
 def check_images(images: Tensor) -> Tensor:
-    """Check the image contract and return a 4-D batch view (``N x C x H x W``)."""
+    """Check the image contract and return a 4-D batch view (``N x C x H x W``).
+
+    NaN counts as out of range (it would spread through every later step).
+    """
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     if not images.is_floating_point():
@@ -241,7 +244,7 @@ def check_images(images: Tensor) -> Tensor:
     if images.numel() == 0:
         raise ValueError("the batch of images is empty: give at least one image")
     low, high = images.aminmax()
-    if low < 0 or high > 1:
+    if not (low >= 0 and high <= 1):  # also false for NaN
         raise ValueError(
             f"image values must be in [0, 1], got [{low.item():.3g}, {high.item():.3g}]: "
             "scale them (e.g. x / 255) before augmenting"
@@ -259,9 +262,12 @@ class ImageAugmenter(Plugin):
       dimension is ``N``) from the generator it is given;
     * :meth:`apply` applies them to the whole batch at once (no Python loop over samples).
 
-    The base class validates the images, decides per sample whether to apply (declare a ``p``
-    parameter to expose the probability; without one every sample is transformed), keeps samples
-    that were not selected unchanged, and never modifies its input in place.
+    The base class validates the images and decides per sample whether to apply: declare a
+    ``p`` parameter to expose the probability (without one every sample is transformed). The
+    decision is part of the drawn parameters, ``params["applied"]`` (see
+    :meth:`forward_parameters`), so :meth:`apply` may skip work for unselected samples and a
+    widget can show which samples changed. Unselected samples are returned unchanged whatever
+    :meth:`apply` does to them; the input is never modified in place.
 
     Set ``mixes_targets = True`` for augmenters that also transform targets (mixup, CutMix):
     they require targets and return ``(images, soft_targets)``. Set ``needs_model = True`` for
@@ -285,6 +291,7 @@ class ImageAugmenter(Plugin):
         """Augment ``images``; returns ``images`` or, when targets are given, ``(images, targets)``.
 
         ``generator`` makes the draw repeatable (default: seeded from torch's global RNG).
+        The result is always a new tensor, even when no sample was selected.
         """
         batch = check_images(images)
         if self.mixes_targets and targets is None:
@@ -301,24 +308,64 @@ class ImageAugmenter(Plugin):
                 "model=model)"
             )
         generator = generator or default_generator(batch.device)
-        params = self.generate_parameters(batch.shape, generator, batch.device)
-        context = {"targets": targets, "model": model, "loss_fn": loss_fn}
-        out, new_targets = self.apply(batch, params, **context)
-        p = self.config.get("p", 1.0)
-        if p < 1:
-            keep = torch.rand(len(batch), generator=generator, device=batch.device) >= p
-            out = torch.where(keep.view(-1, 1, 1, 1), batch, out)
-            if new_targets is not None and targets is not None:
-                if new_targets.shape == targets.shape:
-                    old = targets
-                else:
-                    old = nn.functional.one_hot(targets.long(), new_targets.shape[1]).to(new_targets)
-                mask = keep.view(-1, *[1] * (new_targets.dim() - 1))
-                new_targets = torch.where(mask, old, new_targets)
+        params = self.forward_parameters(batch.shape, generator, batch.device)
+        out, new_targets = self.transform(
+            batch, params, targets=targets, model=model, loss_fn=loss_fn
+        )
         out = out.reshape(images.shape)
         if targets is None:
             return out
         return out, (targets if new_targets is None else new_targets)
+
+    def forward_parameters(
+        self, shape: torch.Size, generator: torch.Generator, device: torch.device
+    ) -> dict[str, Tensor]:
+        """:meth:`generate_parameters` plus ``"applied"``: which samples get transformed.
+
+        ``applied`` is a bool tensor of length ``N``, drawn after the augmenter's own parameters
+        as ``rand(N) < p``; without a ``p`` parameter, or with ``p = 1``, it is all true and
+        nothing more is drawn. Pipelines (:class:`pruneplug.augment.Compose`) call this for each
+        stage in order, so a pipeline draws exactly what calling the stages one by one would.
+        """
+        params = dict(self.generate_parameters(shape, generator, device))
+        p = self.config.get("p", 1.0)
+        if p < 1:
+            params["applied"] = torch.rand(shape[0], generator=generator, device=device) < p
+        else:
+            params["applied"] = torch.ones(shape[0], dtype=torch.bool, device=device)
+        return params
+
+    def transform(
+        self,
+        images: Tensor,
+        params: Mapping[str, Tensor],
+        *,
+        targets: Tensor | None = None,
+        model: nn.Module | None = None,
+        loss_fn: LossFn | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Apply drawn ``params`` to a checked 4-D batch; unselected samples stay unchanged.
+
+        :meth:`apply` is skipped when no sample is selected (except for augmenters that mix
+        targets, whose targets must come out in the same form every time). Where only some
+        samples are selected, the others get their input image and target back (a hard target
+        as one-hot when the selected ones came out soft).
+        """
+        applied = params.get("applied")
+        if applied is not None and not self.mixes_targets and not bool(applied.any()):
+            return images.clone(), None
+        out, new_targets = self.apply(images, params, targets=targets, model=model, loss_fn=loss_fn)
+        if applied is not None and not bool(applied.all()):
+            out = torch.where(applied.view(-1, 1, 1, 1), out, images)
+            if new_targets is not None and targets is not None:
+                if new_targets.shape == targets.shape:
+                    old = targets
+                else:
+                    classes = new_targets.shape[1]
+                    old = nn.functional.one_hot(targets.long(), classes).to(new_targets)
+                mask = applied.view(-1, *[1] * (new_targets.dim() - 1))
+                new_targets = torch.where(mask, new_targets, old)
+        return out, new_targets
 
     def generate_parameters(
         self, shape: torch.Size, generator: torch.Generator, device: torch.device
@@ -335,7 +382,11 @@ class ImageAugmenter(Plugin):
         model: nn.Module | None,
         loss_fn: LossFn | None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Apply ``params`` to every sample; return (images, new targets or ``None``)."""
+        """Apply ``params`` to every sample; return (images, new targets or ``None``).
+
+        ``params["applied"]`` (when present) marks the selected samples; computing the others
+        is allowed but wasted, since the base class restores them.
+        """
         raise NotImplementedError
 
 

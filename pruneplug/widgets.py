@@ -9,6 +9,12 @@
   last numbers as ``explorer.result`` so that the next cell can print them (and nbval checks it).
 * What a control does not change (the trained model, the scores) is cached, so moving a slider
   only re-prunes and redraws.
+
+The explorers: :class:`PruningExplorer` (scorer, pruner, amount -> accuracy, MACs, sparsity per
+layer, weights or masks), :class:`RankingExplorer` (do two scorers rank weights alike?),
+:class:`SensitivityViewer` (accuracy against the amount, one layer at a time),
+:class:`TrainingCurves` (train on every change and overlay the curves) and
+:class:`AugmentationGallery` (augmented samples).
 """
 
 from __future__ import annotations
@@ -20,13 +26,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ipywidgets as w
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .contracts import Plugin, prunable_layers
+from .contracts import Plugin, Scorer, Scores, prunable_layers
+from .engine import History, evaluate
+from .metrics import count_parameters, layer_weight, macs
 from .params import Param
 from .registry import get_registry
+from .schedules import Sensitivity, sensitivity_scan
 
 
 def control(param: Param) -> w.Widget:
@@ -66,10 +76,14 @@ def values(widgets: dict[str, w.Widget]) -> dict[str, Any]:
     return {name: widget.value for name, widget in widgets.items()}
 
 
-def figure_png(fig: Figure) -> bytes:
-    """Render a matplotlib figure to PNG bytes with the Agg backend (no pyplot, no output)."""
+def figure_png(fig: Figure, tight: bool = True) -> bytes:
+    """Render a matplotlib figure to PNG bytes with the Agg backend (no pyplot, no output).
+
+    ``tight`` crops the margins, at the price of drawing the figure twice; figures whose
+    layout is set by hand (``fig.subplots_adjust``) pass ``False`` to render faster.
+    """
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight" if tight else None)
     return buffer.getvalue()
 
 
@@ -91,6 +105,9 @@ class Explorer:
     (returns the numbers shown and kept in :attr:`result`) and :meth:`draw` (fills a figure).
     """
 
+    #: crop the figure's margins when rendering (slower: see :func:`figure_png`)
+    tight: bool = True
+
     def __init__(self) -> None:
         self.image = w.Image(format="png")
         self.table = w.HTML()
@@ -102,11 +119,21 @@ class Explorer:
             widget.observe(self.update, names="value")
 
     def update(self, change: object = None) -> None:
-        """Recompute and redraw from the current control values."""
-        self.result = self.compute()
+        """Recompute and redraw from the current control values.
+
+        A choice the plugins refuse (e.g. a scorer without per-weight scores for the
+        unstructured pruner) shows the error message in the table and in ``result["error"]``
+        - an exception raised in a widget callback would only reach Jupyter's log.
+        """
+        try:
+            self.result = self.compute()
+        except ValueError as error:
+            self.result = {"error": str(error)}
+            self.table.value = f'<p style="color:#b00">{html.escape(str(error))}</p>'
+            return
         fig = Figure(figsize=(8, 3))
         self.draw(fig)
-        self.image.value = figure_png(fig)
+        self.image.value = figure_png(fig, tight=self.tight)
         self.table.value = html_table(self.result)
 
     def compute(self) -> dict[str, Any]:
@@ -120,16 +147,41 @@ class Explorer:
         """The whole explorer as one widget."""
         return w.VBox([w.VBox(self.panel), w.HBox([self.image, self.table])])
 
+    def rounded(self, digits: int = 3) -> dict[str, Any]:
+        """:attr:`result` with floats rounded, for printing in a cell that nbval checks."""
+        return {k: round(v, digits) if isinstance(v, float) else v for k, v in self.result.items()}
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict | None:
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        if bundle is not None:  # the widget's own text repr lists every control's state
+            bundle["text/plain"] = f"{type(self).__name__} (interactive: run in Jupyter)"
+        return bundle
+
+
+def choose(names: Sequence[str], value: str | None, preferred: Sequence[str]) -> str:
+    """``value`` if given, else the first of ``preferred`` that is offered, else the first name."""
+    if value is not None:
+        return value
+    return next((n for n in preferred if n in names), names[0])
 
 
 class PluginPicker:
     """A dropdown of registered plugins of one kind plus the chosen plugin's own controls."""
 
-    def __init__(self, kind: str, names: Sequence[str], value: str, on_change: Callable) -> None:
+    def __init__(
+        self,
+        kind: str,
+        names: Sequence[str],
+        value: str,
+        on_change: Callable,
+        description: str | None = None,
+    ) -> None:
+        if value not in names:
+            raise ValueError(f"{kind} {value!r} is not among those offered: {', '.join(names)}")
         self.kind = kind
-        self.dropdown = w.Dropdown(options=list(names), value=value, description=kind)
+        self.dropdown = w.Dropdown(
+            options=list(names), value=value, description=description or kind
+        )
         self.params = w.VBox()
         self._on_change = on_change
         self.dropdown.observe(self._rebuild, names="value")
@@ -152,15 +204,70 @@ class PluginPicker:
         return w.VBox([self.dropdown, self.params])
 
 
+class ScoreCache:
+    """Scores of one model, computed once per scorer and parameter values.
+
+    Moving a slider that does not change the scorer then costs no re-scoring, which is what
+    keeps the explorers fast (and an ``ablation`` scorer bearable).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Sequence[tuple[Tensor, Tensor]] | None = None,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> None:
+        self.model = model
+        self.batches = list(batches) if batches is not None else None
+        self.loss_fn = loss_fn
+        self._scores: dict[tuple, Scores] = {}
+
+    def __call__(self, scorer: Scorer) -> Scores:
+        key = (scorer.name, tuple(sorted(scorer.config.items())))
+        if key not in self._scores:
+            self._scores[key] = scorer(self.model, self.batches, self.loss_fn)
+        return self._scores[key]
+
+
+def removed_per_layer(dense: nn.Module, pruned: nn.Module) -> dict[str, float]:
+    """Fraction of each dense layer's weights that are gone from ``pruned`` (zeroed or removed).
+
+    Equal to the layer's sparsity after unstructured pruning; after structured pruning it counts
+    the removed rows and columns, which the smaller layer's own sparsity cannot show.
+    """
+    after = prunable_layers(pruned)
+    return {
+        name: 1.0 - int(torch.count_nonzero(layer_weight(after[name]))) / layer.weight.numel()
+        for name, layer in prunable_layers(dense).items()
+        if name in after
+    }
+
+
+def first_input(dataset: torch.utils.data.Dataset) -> Tensor:
+    """A batch of one: the first sample of ``dataset`` (for counting MACs)."""
+    return dataset[0][0].unsqueeze(0)
+
+
 class PruningExplorer(Explorer):
-    """Pick a scorer, a pruner and an amount; see accuracy, sparsity per layer and the weights.
+    """Pick a scorer, a pruner and an amount; see accuracy, MACs, sparsity per layer and weights.
 
     Args:
         model: a trained model (never modified: each change prunes a copy).
         test_data: dataset for accuracy.
         batches: a few (inputs, targets) batches for scorers that need data.
         scorers, pruners: names offered (default: every registered one).
+        scorer, pruner, amount: the starting choice (default: ``magnitude`` and
+            ``unstructured`` when offered, else the first name offered).
+        view: ``"histogram"`` (weights before and after) or ``"masks"`` (each layer's kept
+            weights as a heat-map, outputs as rows); a dropdown switches it.
+
+    ``result`` holds the dense and pruned accuracy, parameters (all and non-zero), MACs per
+    sample and, per layer, ``sparsity <layer>``: the fraction of the dense layer's weights that
+    are gone (zeroed by an unstructured pruner, or removed with their unit by a structured one).
+    Scores are cached per scorer and parameters, so moving the amount only re-prunes.
     """
+
+    tight = False  # margins set by hand: one draw per slider move
 
     def __init__(
         self,
@@ -169,77 +276,406 @@ class PruningExplorer(Explorer):
         batches: Sequence[tuple[Tensor, Tensor]] | None = None,
         scorers: Sequence[str] | None = None,
         pruners: Sequence[str] | None = None,
-        scorer: str = "magnitude",
-        pruner: str = "unstructured",
+        scorer: str | None = None,
+        pruner: str | None = None,
         amount: float = 0.5,
+        view: str = "histogram",
     ) -> None:
-        from .engine import evaluate
-
         super().__init__()
-        self._evaluate = evaluate
         self.model = model
         self.test_data = test_data
-        self.batches = list(batches) if batches is not None else None
+        self.cache = ScoreCache(model, batches)
         registry = get_registry()
+        self.example = first_input(test_data)
         self.dense_accuracy = evaluate(model, test_data)["accuracy"]
-        self._scores: dict[tuple, Any] = {}
+        self.dense_macs = macs(model, self.example)
+        dense = torch.cat([layer_weight(m).flatten() for m in prunable_layers(model).values()])
+        self.dense_histogram = np.histogram(dense.numpy(), bins=60)
+        scorers = list(scorers or registry.names("scorer"))
         self.scorer = PluginPicker(
-            "scorer", scorers or registry.names("scorer"), scorer, self.update
+            "scorer", scorers, choose(scorers, scorer, ("magnitude",)), self.update
         )
+        pruners = list(pruners or registry.names("pruner"))
         self.pruner = PluginPicker(
-            "pruner", pruners or registry.names("pruner"), pruner, self.update
+            "pruner", pruners, choose(pruners, pruner, ("unstructured",)), self.update
         )
         self.amount = w.FloatSlider(
             value=amount, min=0.0, max=0.99, step=0.01, description="amount"
         )
-        self._watch([self.amount])
-        self.panel = [w.HBox([self.scorer.widget, self.pruner.widget]), self.amount]
+        self.view = w.Dropdown(options=["histogram", "masks"], value=view, description="view")
+        self._watch([self.amount, self.view])
+        self.panel = [
+            w.HBox([self.scorer.widget, self.pruner.widget]),
+            w.HBox([self.amount, self.view]),
+        ]
         self.pruned = model
         self.update()
 
-    def scores(self) -> Any:
+    def scores(self) -> Scores:
         """Scores of the chosen scorer, computed once per scorer and parameters."""
-        scorer = self.scorer.create()
-        key = (scorer.name, tuple(sorted(scorer.config.items())))
-        if key not in self._scores:
-            self._scores[key] = scorer(self.model, self.batches)
-        return self._scores[key]
+        return self.cache(self.scorer.create())
 
     def compute(self) -> dict[str, Any]:
-        from .metrics import count_parameters, layer_sparsity
-
-        pruned = self.pruner.create()(
-            copy.deepcopy(self.model), self.scores(), amount=self.amount.value
-        )
-        self.pruned = pruned
-        counts = count_parameters(pruned)
+        pruner = self.pruner.create()
+        # a structured pruner returns a new model; an unstructured one prunes what it is given
+        model = self.model if pruner.structured else copy.deepcopy(self.model)
+        self.pruned = pruner(model, self.scores(), amount=self.amount.value)
+        counts = count_parameters(self.pruned)
         result: dict[str, Any] = {
             "dense accuracy": self.dense_accuracy,
-            "accuracy": self._evaluate(pruned, self.test_data)["accuracy"],
+            "accuracy": evaluate(self.pruned, self.test_data)["accuracy"],
             "parameters": counts["total"],
             "non-zero": counts["nonzero"],
+            "MACs": macs(self.pruned, self.example),
+            "dense MACs": self.dense_macs,
         }
-        result.update({f"sparsity {k}": v for k, v in layer_sparsity(pruned).items()})
+        removed = removed_per_layer(self.model, self.pruned)
+        result.update({f"sparsity {k}": v for k, v in removed.items()})
         return result
 
     def draw(self, fig: Figure) -> None:
-        before = torch.cat(
-            [m.weight.detach().flatten() for m in prunable_layers(self.model).values()]
-        )
-        after = torch.cat(
-            [m.weight.detach().flatten() for m in prunable_layers(self.pruned).values()]
-        )
+        layers = prunable_layers(self.pruned)
+        if self.view.value == "masks":
+            dense = prunable_layers(self.model)
+            for i, (name, layer) in enumerate(layers.items(), start=1):
+                kept = (layer_weight(layer) != 0).flatten(1).float().numpy()
+                rows, cols = dense[name].weight.flatten(1).shape
+                ax = fig.add_subplot(1, len(layers), i)
+                # a smaller (structured) layer is drawn to scale inside its dense shape
+                extent = (0, kept.shape[1], kept.shape[0], 0)
+                ax.imshow(
+                    kept,
+                    cmap="Greys",
+                    vmin=0,
+                    vmax=1,
+                    aspect="auto",
+                    extent=extent,
+                    interpolation="nearest",
+                )
+                ax.set(xlim=(0, cols), ylim=(rows, 0), xticks=[], yticks=[])
+                shape = f"{kept.shape[0]}x{kept.shape[1]} of {rows}x{cols}"
+                ax.set_title(f"{name}\n{shape}", fontsize=8)
+            fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.85, wspace=0.1)
+            return
+        after = torch.cat([layer_weight(m).flatten() for m in layers.values()])
         ax = fig.add_subplot(1, 2, 1)
-        ax.hist(before.numpy(), bins=60, alpha=0.6, label="dense")
-        ax.hist(after[after != 0].numpy(), bins=60, alpha=0.6, label="kept")
+        counts, edges = self.dense_histogram
+        kept, _ = np.histogram(after[after != 0].numpy(), bins=edges)
+        ax.stairs(counts, edges, fill=True, alpha=0.5, label="dense")
+        ax.stairs(kept, edges, fill=True, alpha=0.6, label="kept")
         ax.set(title="weights", xlabel="value")
         ax.legend()
         ax = fig.add_subplot(1, 2, 2)
-        names = list(prunable_layers(self.pruned))
-        sparsity = [self.result[f"sparsity {n}"] for n in names]
-        ax.bar(range(len(names)), sparsity)
-        ax.set(title="sparsity per layer", ylim=(0, 1), xticks=range(len(names)))
-        ax.set_xticklabels(names, rotation=45)
+        names = [n for n in prunable_layers(self.model) if f"sparsity {n}" in self.result]
+        ax.bar(range(len(names)), [self.result[f"sparsity {n}"] for n in names])
+        ax.set(title="weights removed per layer", ylim=(0, 1), xticks=range(len(names)))
+        ax.set_xticklabels(names, rotation=45, fontsize=8, ha="right")
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.3, top=0.9, wspace=0.25)
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman's rank correlation of two score tensors (ties get their average rank)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic)
+
+
+def kendall(a: Tensor, b: Tensor) -> float:
+    """Kendall's tau-b of two score tensors (the tie-corrected variant)."""
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a.flatten().numpy(), b.flatten().numpy()).statistic)
+
+
+def pruned_overlap(a: Tensor, b: Tensor, amount: float) -> float:
+    """Share of the ``amount`` lowest-scored items under ``a`` that are also lowest under ``b``.
+
+    This is how much two scorers agree on *what to prune* at that amount (1 = same set).
+    """
+    a, b = a.flatten(), b.flatten()
+    k = max(1, round(amount * a.numel()))
+    low_a = set(a.topk(k, largest=False).indices.tolist())
+    low_b = set(b.topk(k, largest=False).indices.tolist())
+    return len(low_a & low_b) / k
+
+
+class RankingExplorer(Explorer):
+    """Compare two scorers: do they rank a layer's weights (or units) the same way?
+
+    Two importance scores only matter through the order they put weights in, so the explorer
+    shows rank against rank and three numbers: Spearman's :math:`\\rho`, Kendall's
+    :math:`\\tau`, and the overlap of the sets each would prune at ``amount``. The bar chart
+    gives Spearman's :math:`\\rho` of every layer.
+
+    Args:
+        model: a trained model (not modified).
+        batches: batches for scorers that need data (gradient, Taylor, ablation).
+        scorers: names offered (default: every registered one).
+        first, second: the starting pair (default: ``magnitude`` and ``taylor`` when offered).
+        granularity: ``"weight"`` or ``"unit"`` (a scorer without per-weight scores is
+            compared per unit).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Sequence[tuple[Tensor, Tensor]] | None = None,
+        scorers: Sequence[str] | None = None,
+        first: str | None = None,
+        second: str | None = None,
+        granularity: str = "weight",
+        amount: float = 0.5,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.cache = ScoreCache(model, batches, loss_fn)
+        names = list(scorers or get_registry().names("scorer"))
+        first = choose(names, first, ("magnitude",))
+        second = choose(names, second, [n for n in ("taylor", *names) if n != first])
+        self.first = PluginPicker("scorer", names, first, self.update, description="scorer A")
+        self.second = PluginPicker("scorer", names, second, self.update, description="scorer B")
+        layers = list(prunable_layers(model))
+        self.layer = w.Dropdown(options=layers, value=layers[0], description="layer")
+        self.granularity = w.Dropdown(
+            options=["weight", "unit"], value=granularity, description="compare"
+        )
+        self.amount = w.FloatSlider(
+            value=amount, min=0.01, max=0.99, step=0.01, description="amount"
+        )
+        self._watch([self.layer, self.granularity, self.amount])
+        self.panel = [
+            w.HBox([self.first.widget, self.second.widget]),
+            w.HBox([self.layer, self.granularity, self.amount]),
+        ]
+        self.pair: tuple[Tensor, Tensor] = (torch.zeros(1), torch.zeros(1))
+        self.update()
+
+    @staticmethod
+    def by_granularity(scores: Scores, granularity: str) -> dict[str, Tensor]:
+        return scores.weight if granularity == "weight" else scores.units()
+
+    def compute(self) -> dict[str, Any]:
+        a, b = self.cache(self.first.create()), self.cache(self.second.create())
+        granularity = self.granularity.value
+        if granularity == "weight" and not (a.weight and b.weight):
+            granularity = "unit"  # e.g. bn_scale scores channels only
+        table_a, table_b = self.by_granularity(a, granularity), self.by_granularity(b, granularity)
+        self.per_layer = {n: spearman(table_a[n], table_b[n]) for n in table_a if n in table_b}
+        layer = self.layer.value
+        if layer not in self.per_layer:
+            layer = next(iter(self.per_layer))
+        self.pair = (table_a[layer].flatten(), table_b[layer].flatten())
+        return {
+            "layer": layer,
+            "compared": granularity,
+            "items": self.pair[0].numel(),
+            "spearman": spearman(*self.pair),
+            "kendall": kendall(*self.pair),
+            "pruned-set overlap": pruned_overlap(*self.pair, self.amount.value),
+        }
+
+    def draw(self, fig: Figure) -> None:
+        a, b = self.pair
+        n = a.numel()
+        rank_a = a.argsort().argsort().float() / max(1, n - 1)
+        rank_b = b.argsort().argsort().float() / max(1, n - 1)
+        shown = torch.linspace(0, n - 1, min(n, 3000)).long()
+        k = self.amount.value
+        both = (rank_a < k) & (rank_b < k)
+        ax = fig.add_subplot(1, 2, 1)
+        ax.scatter(rank_a[shown], rank_b[shown], s=3, c=both[shown].float(), cmap="coolwarm")
+        ax.set(
+            title=f"{self.result['layer']}: rank by rank ({self.result['compared']}s)",
+            xlabel=self.first.dropdown.value,
+            ylabel=self.second.dropdown.value,
+        )
+        ax = fig.add_subplot(1, 2, 2)
+        names = list(self.per_layer)
+        ax.bar(range(len(names)), list(self.per_layer.values()))
+        ax.set(title="Spearman per layer", ylim=(-1, 1), xticks=range(len(names)))
+        ax.set_xticklabels(names, rotation=45, fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.5)
+
+
+#: Amounts (fractions of a layer removed) tried by the sensitivity viewer.
+SENSITIVITY_AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+class SensitivityViewer(Explorer):
+    """Sensitivity scan: prune one layer at a time and plot accuracy against the amount.
+
+    Layers differ in how much pruning they take (Han et al., NeurIPS 2015, Fig. 5); the scan
+    (:func:`pruneplug.schedules.sensitivity_scan`) shows it, and the ``tolerance`` slider turns
+    it into a per-layer budget: the largest amount whose accuracy stays within ``tolerance``
+    points of the dense model (``result["max amount <layer>"]``). A scan runs once per scorer
+    and pruner, so the tolerance slider only redraws.
+
+    Args:
+        model: a trained model (not modified).
+        data: dataset the accuracy is measured on (a validation split).
+        batches: batches for scorers that need data (default: ``data``).
+        scorers, pruners: names offered.
+        layers: the layers scanned (default: every prunable layer).
+        amounts: the amounts tried.
+        tolerance: the starting tolerance, in accuracy points.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: torch.utils.data.Dataset,
+        batches: Sequence[tuple[Tensor, Tensor]] | None = None,
+        scorers: Sequence[str] | None = None,
+        pruners: Sequence[str] | None = None,
+        scorer: str | None = None,
+        pruner: str | None = None,
+        layers: Sequence[str] | None = None,
+        amounts: Sequence[float] = SENSITIVITY_AMOUNTS,
+        tolerance: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.data = data
+        self.batches = list(batches) if batches is not None else None
+        self.layers = list(layers or prunable_layers(model))
+        self.amounts = list(amounts)
+        registry = get_registry()
+        scorers = list(scorers or registry.names("scorer"))
+        self.scorer = PluginPicker(
+            "scorer", scorers, choose(scorers, scorer, ("magnitude",)), self.update
+        )
+        pruners = list(pruners or registry.names("pruner"))
+        self.pruner = PluginPicker(
+            "pruner", pruners, choose(pruners, pruner, ("unstructured",)), self.update
+        )
+        self.tolerance = w.FloatSlider(
+            value=tolerance, min=0.0, max=20.0, step=0.5, description="tolerance (points)"
+        )
+        self.tolerance.style = {"description_width": "initial"}
+        self._watch([self.tolerance])
+        self.panel = [w.HBox([self.scorer.widget, self.pruner.widget]), self.tolerance]
+        self._scans: dict[tuple[str, str], Sensitivity] = {}
+        self.update()
+
+    @property
+    def scan(self) -> Sensitivity:
+        """The scan of the chosen scorer and pruner (computed once for each pair)."""
+        scorer, pruner = self.scorer.create(), self.pruner.create()
+        key = (repr(scorer), repr(pruner))
+        if key not in self._scans:
+            self._scans[key] = sensitivity_scan(
+                self.model,
+                self.layers,
+                self.amounts,
+                scorer=scorer,
+                pruner=pruner,
+                data=self.data,
+                score_data=self.batches,
+                progress=False,
+            )
+        return self._scans[key]
+
+    @property
+    def curves(self) -> dict[str, list[float]]:
+        """Accuracy at each of ``amounts`` for each layer pruned alone."""
+        return self.scan.accuracy
+
+    @property
+    def dense_accuracy(self) -> float:
+        return self.scan.dense_accuracy
+
+    def compute(self) -> dict[str, Any]:
+        tolerable = self.scan.tolerable(self.tolerance.value / 100)
+        result: dict[str, Any] = {"dense accuracy": self.dense_accuracy}
+        result.update({f"max amount {name}": a for name, a in tolerable.items()})
+        return result
+
+    def draw(self, fig: Figure) -> None:
+        ax = fig.add_subplot(1, 2, 1)
+        for name, accuracies in self.curves.items():
+            ax.plot(self.amounts, accuracies, marker="o", markersize=3, label=name)
+        ax.axhline(self.dense_accuracy, color="black", linewidth=0.8, label="dense")
+        floor = self.dense_accuracy - self.tolerance.value / 100
+        ax.axhline(floor, color="black", linestyle="--", linewidth=0.8, label="tolerance")
+        ax.set(title="one layer pruned at a time", xlabel="amount", ylabel="accuracy")
+        ax.legend(fontsize=7)
+        ax = fig.add_subplot(1, 2, 2)
+        ax.bar(range(len(self.layers)), [self.result[f"max amount {n}"] for n in self.layers])
+        ax.set(title="largest amount within tolerance", ylim=(0, 1))
+        ax.set_xticks(range(len(self.layers)))
+        ax.set_xticklabels(self.layers, rotation=45, fontsize=8)
+
+
+Run = Callable[..., "History | tuple[History, dict[str, Any]]"]
+
+
+class TrainingCurves(Explorer):
+    """Train on every change of a control and overlay the learning curves of the runs so far.
+
+    ``run(**values)`` trains (e.g. with :func:`pruneplug.engine.train`) and returns its
+    :class:`~pruneplug.engine.History`, or ``(history, numbers)`` where ``numbers`` is a dict of
+    extra results (accuracy after pruning, sparsity...). Its controls are generated from
+    ``params`` like any plugin's (number sliders apply on release, since each change trains).
+    Runs are cached by their values: going back to a setting redraws without training.
+
+    Args:
+        run: the training function.
+        params: its parameters, declared with :class:`~pruneplug.Param`.
+        column: the History column plotted on the left (the right shows ``train_loss``).
+        keep: how many of the latest distinct runs are overlaid.
+    """
+
+    def __init__(
+        self, run: Run, params: Sequence[Param], column: str = "val_accuracy", keep: int = 5
+    ) -> None:
+        super().__init__()
+        self.run = run
+        self.column = column
+        self.keep = keep
+        self.controls = {p.name: control(p) for p in params}
+        for widget in self.controls.values():
+            if hasattr(widget, "continuous_update"):
+                widget.continuous_update = False
+        self._watch(list(self.controls.values()))
+        self.panel = list(self.controls.values())
+        self.runs: dict[tuple, tuple[History, dict[str, Any]]] = {}
+        self.update()
+
+    @property
+    def history(self) -> History:
+        """The History of the current setting's run."""
+        return self.runs[self.key][0]
+
+    @property
+    def key(self) -> tuple:
+        return tuple(values(self.controls).items())
+
+    def compute(self) -> dict[str, Any]:
+        key = self.key
+        if key not in self.runs:
+            out = self.run(**dict(key))
+            history, numbers = out if isinstance(out, tuple) else (out, {})
+            self.runs[key] = (history, dict(numbers))
+        else:  # most recent last
+            self.runs[key] = self.runs.pop(key)
+        history, numbers = self.runs[key]
+        return {**dict(key), f"final {self.column}": history[self.column][-1], **numbers}
+
+    def draw(self, fig: Figure) -> None:
+        left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+        shown = list(self.runs.items())[-self.keep :]
+        for key, (history, _) in shown:
+            current = key == self.key
+            label = ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in key
+            )
+            style = {"linewidth": 2.5 if current else 1.0, "alpha": 1.0 if current else 0.6}
+            left.plot(history["epoch"], history[self.column], label=label, **style)
+            right.plot(history["epoch"], history["train_loss"], **style)
+        left.set(title=self.column, xlabel="epoch")
+        left.legend(fontsize=7)
+        right.set(title="train_loss", xlabel="epoch", yscale="log")
 
 
 class AugmentationGallery(Explorer):
