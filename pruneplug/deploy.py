@@ -1,4 +1,4 @@
-r"""What a pruned model gets before it is deployed: batch norm folded away, optional NHWC layout.
+r"""What a pruned model gets before it is deployed: batch norm folded, NHWC layout, compilation.
 
 Structured pruning makes layers narrower, but a narrow network spends a larger share of its time
 outside the multiply-adds: batch norm, activations, memory traffic. Two inference-only steps
@@ -14,6 +14,10 @@ recover part of it:
   ``torch.nn.utils.fusion`` to fold them (``torch.fx.experimental.optimization.fuse``).
 * :func:`deploy` also converts the model to ``torch.channels_last`` (NHWC) when asked: the
   oneDNN convolution kernels PyTorch uses on CPU prefer it; feed inputs in the same layout.
+* and compiles it with ``torch.compile`` (TorchInductor) when asked: one generated kernel per
+  chain of element-wise ops instead of one call each, which is what a narrow network, whose
+  time goes to per-op overhead rather than multiply-adds, needs most. The first call compiles
+  (seconds; on CPU it needs a C++ compiler).
 
 The third step, channel widths that vector units like (multiples of 8), is the structured
 pruner's ``round_to`` parameter, since it decides the widths.
@@ -46,8 +50,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         ) from error
 
 
-def deploy(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = False) -> nn.Module:
-    """An inference copy of ``model``: eval mode, BN folded (``fold_bn``), NHWC (``channels_last``).
+def deploy(
+    model: nn.Module, *, fold_bn: bool = True, channels_last: bool = False, compiled: bool = False
+) -> nn.Module:
+    """An inference copy of ``model``: eval mode, BN folded (``fold_bn``), NHWC
+    (``channels_last``), compiled by ``torch.compile`` (``compiled``).
 
     With ``channels_last`` the inputs should be converted too:
     ``x.to(memory_format=torch.channels_last)``.
@@ -55,4 +62,6 @@ def deploy(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Fals
     out = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
     if channels_last:
         out = out.to(memory_format=torch.channels_last)
+    if compiled:
+        out = torch.compile(out)
     return out

@@ -348,6 +348,16 @@ def test_fold_batchnorm_keeps_outputs_and_removes_every_foldable_bn():
         assert torch.allclose(fast(x.to(memory_format=torch.channels_last)), model(x), atol=1e-5)
 
 
+def test_deploy_compiled_matches_the_model_and_leaves_it_alone():
+    model = small_cnn().eval()
+    x = torch.randn(5, 1, 8, 8)
+    compiled = deploy(model, compiled=True)
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
 def test_fold_batchnorm_names_an_untraceable_model():
     class Branchy(nn.Module):
         def __init__(self) -> None:
