@@ -187,6 +187,20 @@ class PluginPicker:
         self.dropdown.observe(self._rebuild, names="value")
         self._rebuild()
 
+    @classmethod
+    def offering(
+        cls,
+        kind: str,
+        names: Sequence[str] | None,
+        value: str | None,
+        default: str,
+        on_change: Callable,
+    ) -> PluginPicker:
+        """A picker over ``names`` (default: every registered plugin of ``kind``), set to
+        ``value``, else to ``default`` when it is offered, else to the first name."""
+        names = list(names or get_registry().names(kind))
+        return cls(kind, names, choose(names, value, (default,)), on_change)
+
     def _rebuild(self, change: object = None) -> None:
         self.controls = controls(self.dropdown.value, self.kind)
         for widget in self.controls.values():
@@ -285,20 +299,13 @@ class PruningExplorer(Explorer):
         self.model = model
         self.test_data = test_data
         self.cache = ScoreCache(model, batches)
-        registry = get_registry()
         self.example = first_input(test_data)
         self.dense_accuracy = evaluate(model, test_data)["accuracy"]
         self.dense_macs = macs(model, self.example)
         dense = torch.cat([layer_weight(m).flatten() for m in prunable_layers(model).values()])
         self.dense_histogram = np.histogram(dense.numpy(), bins=60)
-        scorers = list(scorers or registry.names("scorer"))
-        self.scorer = PluginPicker(
-            "scorer", scorers, choose(scorers, scorer, ("magnitude",)), self.update
-        )
-        pruners = list(pruners or registry.names("pruner"))
-        self.pruner = PluginPicker(
-            "pruner", pruners, choose(pruners, pruner, ("unstructured",)), self.update
-        )
+        self.scorer = PluginPicker.offering("scorer", scorers, scorer, "magnitude", self.update)
+        self.pruner = PluginPicker.offering("pruner", pruners, pruner, "unstructured", self.update)
         self.amount = w.FloatSlider(
             value=amount, min=0.0, max=0.99, step=0.01, description="amount"
         )
@@ -540,15 +547,8 @@ class SensitivityViewer(Explorer):
         self.batches = list(batches) if batches is not None else None
         self.layers = list(layers or prunable_layers(model))
         self.amounts = list(amounts)
-        registry = get_registry()
-        scorers = list(scorers or registry.names("scorer"))
-        self.scorer = PluginPicker(
-            "scorer", scorers, choose(scorers, scorer, ("magnitude",)), self.update
-        )
-        pruners = list(pruners or registry.names("pruner"))
-        self.pruner = PluginPicker(
-            "pruner", pruners, choose(pruners, pruner, ("unstructured",)), self.update
-        )
+        self.scorer = PluginPicker.offering("scorer", scorers, scorer, "magnitude", self.update)
+        self.pruner = PluginPicker.offering("pruner", pruners, pruner, "unstructured", self.update)
         self.tolerance = w.FloatSlider(
             value=tolerance, min=0.0, max=20.0, step=0.5, description="tolerance (points)"
         )

@@ -8,6 +8,7 @@ Without it the test is skipped with the reason, except when ``PRUNEPLUG_REQUIRE_
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,12 @@ from pruneplug.cli import course_dir
 
 CHAPTER = "08-geometric-augmentation.ipynb"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOT = Path(__file__).resolve().parent.parent / "build" / "browser" / "chapter.png"
+BUILD = Path(__file__).resolve().parent.parent / "build" / "browser"
+SCREENSHOT = BUILD / "chapter.png"  # what a passing run saw
+FAILURE = BUILD / "failure.png"  # what a failing run saw
+LOG = BUILD / "jupyterlab.log"
+#: The status bar once the notebook's kernel is connected and waiting.
+KERNEL_IDLE = re.compile(r"Python 3 \(ipykernel\) \| Idle")
 FLAGS = [
     "--headless=new",
     "--no-sandbox",
@@ -61,6 +67,8 @@ def lab(tmp_path):
         pytest.skip(reason)
     shutil.copy(course_dir() / CHAPTER, tmp_path)
     port, token = _free_port(), "pruneplug-test"
+    BUILD.mkdir(parents=True, exist_ok=True)
+    log = LOG.open("w")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -73,8 +81,8 @@ def lab(tmp_path):
             "--ServerApp.ip=127.0.0.1",
             "--allow-root",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -90,6 +98,28 @@ def lab(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
+
+
+def run_all_until_slider(page, attempts: int = 2):
+    """Run every cell once the kernel is connected and idle; return the first slider's handle.
+
+    A second attempt (after a screenshot of the first) covers a Run All that a just-started
+    kernel missed; it re-runs the chapter, which is deterministic.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(1, attempts + 1):
+        page.get_by_text(KERNEL_IDLE).wait_for(timeout=90_000)
+        page.keyboard.press("Escape")  # command mode: the menu below acts on the notebook
+        page.click("text=Run", timeout=10_000)
+        page.click("text=Run All Cells", timeout=10_000)
+        try:
+            return page.wait_for_selector(".widget-slider .noUi-handle", timeout=90_000)
+        except PlaywrightTimeout:
+            page.screenshot(path=str(BUILD / f"attempt-{attempt}.png"), full_page=False)
+            if attempt == attempts:
+                raise
 
 
 def test_chapter_runs_and_slider_redraws_image(lab):
@@ -98,26 +128,25 @@ def test_chapter_runs_and_slider_redraws_image(lab):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(lab)
-        page.wait_for_selector(".jp-Notebook", timeout=60_000)
-        page.wait_for_selector(
-            ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000
-        )
-        page.keyboard.press("Escape")  # command mode, so the shortcut below reaches the notebook
-        page.click("text=Run", timeout=10_000)
-        page.click("text=Run All Cells", timeout=10_000)
-        slider = page.wait_for_selector(".widget-slider .noUi-handle", timeout=120_000)
-        image = page.wait_for_selector(".jupyter-widgets img", timeout=60_000)
-        page.wait_for_function("img => img.src.startsWith('blob:')", arg=image, timeout=60_000)
-        before = image.get_attribute("src")
-        slider.scroll_into_view_if_needed()
-        slider.focus()
-        for _ in range(40):
-            page.keyboard.press("ArrowRight")
-        page.wait_for_function(
-            "([img, old]) => img.src !== old", arg=[image, before], timeout=60_000
-        )
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT), full_page=False)
-        browser.close()
+        try:
+            page.goto(lab)
+            page.wait_for_selector(".jp-Notebook", timeout=60_000)
+            slider = run_all_until_slider(page)
+            image = page.wait_for_selector(".jupyter-widgets img", timeout=60_000)
+            page.wait_for_function("img => img.src.startsWith('blob:')", arg=image, timeout=60_000)
+            before = image.get_attribute("src")
+            slider.scroll_into_view_if_needed()
+            slider.focus()
+            for _ in range(40):
+                page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "([img, old]) => img.src !== old", arg=[image, before], timeout=60_000
+            )
+            page.screenshot(path=str(SCREENSHOT), full_page=False)
+        except Exception:
+            page.screenshot(path=str(FAILURE), full_page=False)
+            print("JupyterLab's log, last lines:", *LOG.read_text().splitlines()[-40:], sep="\n")
+            raise
+        finally:
+            browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
