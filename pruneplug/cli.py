@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -94,6 +95,8 @@ def cmd_course(args: argparse.Namespace) -> int:
         return 0
     command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={source}"]
     command += [f"--port={args.port}"] if args.port else []
+    if os.name == "posix" and os.geteuid() == 0:  # containers often run as root: Jupyter refuses
+        command.append("--allow-root")
     return subprocess.call(command)
 
 

@@ -1,8 +1,11 @@
 """The ``pruneplug`` command, run as a user runs it."""
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from pruneplug.cli import course_dir, main
 
@@ -60,3 +63,15 @@ def test_course_copy(tmp_path, capsys):
 def test_bad_command_exits_with_usage():
     result = run("frobnicate")
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+@pytest.mark.parametrize("uid", [0, 1000])
+def test_course_opens_jupyterlab_on_the_course(monkeypatch, uid):
+    calls = []
+    monkeypatch.setattr(os, "geteuid", lambda: uid)
+    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    assert main(["course", "--port", "8899"]) == 0
+    (command,) = calls
+    assert command[1:3] == ["-m", "jupyterlab"]
+    assert f"--notebook-dir={course_dir()}" in command and "--port=8899" in command
+    assert ("--allow-root" in command) == (uid == 0)
