@@ -79,12 +79,15 @@ def refresh_masked_weights(model: nn.Module) -> None:
 
     ``torch.nn.utils.prune`` recomputes the masked tensor only in a forward pre-hook, so after an
     optimiser step ``module.weight`` is one step stale until the next forward; scorers and
-    metrics that read it between epochs must see the current values.
+    metrics that read it between epochs must see the current values. The refresh runs outside
+    autograd: a ``weight`` left over from a training forward is a non-leaf tensor, which
+    ``copy.deepcopy`` of the model refuses.
     """
-    for module in model.modules():
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, prune.BasePruningMethod):
-                hook(module, ())
+    with torch.no_grad():
+        for module in model.modules():
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, prune.BasePruningMethod):
+                    hook(module, ())
 
 
 def make_loader(data: Data, batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:

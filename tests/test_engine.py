@@ -1,5 +1,6 @@
 """Engine: seeded training, schedules, hooks (penalty, augment, epoch end), masks, evaluation."""
 
+import copy
 import math
 
 import matplotlib
@@ -184,6 +185,15 @@ def test_masked_weights_stay_exactly_zero(optimizer: str) -> None:
     assert torch.equal(weight, model[0].weight_orig * mask)  # refreshed after the last step
     assert not torch.equal(model[0].weight_orig[mask == 1], orig[mask == 1])
     assert prune.is_pruned(model)
+
+
+def test_a_trained_masked_model_can_be_deep_copied() -> None:
+    model = net()
+    prune.random_unstructured(model[0], "weight", amount=0.5)
+    engine.train(model, dataset(), epochs=1, progress=False)
+    twin = copy.deepcopy(model)  # a weight left inside an autograd graph would refuse this
+    x = torch.randn(4, *dataset()[0][0].shape)
+    assert torch.equal(twin(x), model(x)) and prune.is_pruned(twin)
 
 
 def test_evaluate_hand_computed_and_restores_each_mode() -> None:
