@@ -2,9 +2,10 @@ r"""Noise augmentation: Gaussian, salt-and-pepper, shot (Poisson) and impulse no
 
 Each sample draws its own severity; the noise itself is drawn in :meth:`generate_parameters`
 from the augmenter's generator (so the same seed gives the same noise, and a widget can show
-it). Results are clamped to [0, 1]. The four are corruptions of Hendrycks & Dietterich,
-"Benchmarking Neural Network Robustness to Common Corruptions and Perturbations", ICLR 2019
-(ImageNet-C), where training with noise is a baseline defence:
+it). Results are clamped to [0, 1]. Gaussian, shot and salt-and-pepper noise are corruptions
+of Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common Corruptions and
+Perturbations", ICLR 2019 (ImageNet-C; its "impulse noise" is salt-and-pepper), where training
+with noise is a baseline defence:
 
 * Gaussian (sensor read-out) noise: :math:`y = x + \sigma z`, :math:`z \sim N(0, 1)` per value,
   :math:`\sigma` per sample;
