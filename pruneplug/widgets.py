@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import html
 import io
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +38,12 @@ from .metrics import count_parameters, layer_weight, macs
 from .params import Param
 from .registry import get_registry
 from .schedules import Sensitivity, sensitivity_scan
+
+
+def readout_format(step: float) -> str:
+    """A slider's number format showing at least two decimals and the digits ``step`` changes."""
+    decimals = max(2, math.ceil(-math.log10(step))) if step > 0 else 2
+    return f".{decimals}f"
 
 
 def control(param: Param) -> w.Widget:
@@ -56,7 +63,12 @@ def control(param: Param) -> w.Widget:
         if bounded:
             step = (param.high - param.low) / 100
             return w.FloatSlider(
-                value=param.default, min=param.low, max=param.high, step=step, **common
+                value=param.default,
+                min=param.low,
+                max=param.high,
+                step=step,
+                readout_format=readout_format(step),
+                **common,
             )
         return w.FloatText(value=param.default, **common)
     return w.Text(value=param.default, **common)

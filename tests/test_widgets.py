@@ -56,6 +56,12 @@ def test_controls_follow_declarations():
     }
 
 
+def test_float_sliders_show_the_digits_their_step_changes():
+    tiny = widgets.control(Param("lam", float, 3e-4, low=0.0, high=2e-3, help="L1 strength"))
+    assert tiny.readout_format == ".5f"  # 0.00030, not 0.00
+    assert widgets.control(Param("deg", float, 15.0, low=0.0, high=180.0)).readout_format == ".2f"
+
+
 def test_controls_by_registered_name():
     made = widgets.controls("unstructured", kind="pruner")
     assert made["scope"].options == ("local", "global") and made["scope"].value == "global"
