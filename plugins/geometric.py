@@ -91,34 +91,34 @@ def affine_matrix(
     return matrix
 
 
-class HorizontalFlip(GeometricAugmenter):
+class _Flip(GeometricAugmenter):
+    """Mirror along one image axis: ``axis`` 0 is x (left-right), 1 is y (top-bottom)."""
+
+    axis: int
+    params = (_p(0.5),)
+
+    def matrix(self, params: Mapping[str, Tensor], shape: torch.Size) -> Tensor:
+        n, _, h, w = shape
+        signs = [1.0, 1.0, 1.0]
+        signs[self.axis] = -1.0
+        flip = torch.diag(torch.tensor(signs, device=_device(params)))
+        flip[self.axis, 2] = (w, h)[self.axis] - 1
+        return flip.expand(n, 3, 3)
+
+    def apply(self, images: Tensor, params: Mapping[str, Tensor], **context) -> tuple[Tensor, None]:
+        return images.flip(-1 - self.axis), None
+
+
+class HorizontalFlip(_Flip):
     name = "hflip"
     description = "Mirror each image left-right with probability p"
-    params = (_p(0.5),)
-
-    def matrix(self, params: Mapping[str, Tensor], shape: torch.Size) -> Tensor:
-        n, _, _, w = shape
-        flip = torch.diag(torch.tensor([-1.0, 1.0, 1.0], device=_device(params)))
-        flip[0, 2] = w - 1
-        return flip.expand(n, 3, 3)
-
-    def apply(self, images: Tensor, params: Mapping[str, Tensor], **context) -> tuple[Tensor, None]:
-        return images.flip(-1), None
+    axis = 0
 
 
-class VerticalFlip(GeometricAugmenter):
+class VerticalFlip(_Flip):
     name = "vflip"
     description = "Mirror each image top-bottom with probability p"
-    params = (_p(0.5),)
-
-    def matrix(self, params: Mapping[str, Tensor], shape: torch.Size) -> Tensor:
-        n, _, h, _ = shape
-        flip = torch.diag(torch.tensor([1.0, -1.0, 1.0], device=_device(params)))
-        flip[1, 2] = h - 1
-        return flip.expand(n, 3, 3)
-
-    def apply(self, images: Tensor, params: Mapping[str, Tensor], **context) -> tuple[Tensor, None]:
-        return images.flip(-2), None
+    axis = 1
 
 
 class Rot90(GeometricAugmenter):
