@@ -14,12 +14,21 @@ Rules, each chosen so that one plugin can never break another:
   for one kind, both are kept under qualified names ``"<provider>:<name>"`` and asking for the
   bare name raises an error listing both. The same provider registering a name again (re-running
   a notebook cell) replaces its earlier class.
+* **Names resolve predictably.** ``provider:name`` takes the distribution name or the
+  entry-point name; distribution and entry-point names compare normalised as PEP 503 does
+  (case-insensitive, ``-``, ``_`` and ``.`` alike), so ``My_Plugins:x`` finds ``my-plugins``.
 * **Disabling.** ``PRUNEPLUG_DISABLE`` is a comma-separated list of entry-point names,
-  distribution names or registered names to skip, without uninstalling anything.
+  distribution names, registered names or ``provider:name`` to skip, without uninstalling
+  anything. A name that matches nothing is warned about (a typo would otherwise disable
+  nothing, silently).
+* **Misspelled hooks are reported.** A ``@hookimpl`` whose name is not a pruneplug hook (say
+  ``register_scorer``) would never be called; the plugin is named with the hook and the
+  closest real hook name.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import os
 import re
@@ -45,6 +54,14 @@ KINDS: dict[str, tuple[str, tuple[type[Plugin], ...]]] = {
     "augmenter": ("register_augmenters", (ImageAugmenter, TextAugmenter)),
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def normalise(name: str) -> str:
+    """A provider, entry-point or plugin name as PEP 503 compares names: ``My_Pkg`` -> ``my-pkg``.
+
+    Each ``provider:name`` half is normalised on its own.
+    """
+    return ":".join(re.sub(r"[-_.]+", "-", part).lower() for part in name.strip().split(":"))
 
 
 class PluginLoadWarning(UserWarning):
@@ -117,7 +134,9 @@ class Registry:
     def __init__(self, entry_points: bool = True, disabled: Iterable[str] | None = None) -> None:
         if disabled is None:
             disabled = os.environ.get(DISABLE_ENV, "").split(",")
-        self.disabled = {d.strip() for d in disabled if d.strip()}
+        #: normalised name -> the spelling given, for names to skip
+        self.disabled = {normalise(d): d.strip() for d in disabled if d.strip()}
+        self._disabled_used: set[str] = set()
         self.pm = pluggy.PluginManager("pruneplug")
         self.pm.add_hookspecs(hookspecs)
         self._import_failures: list[Failure] = []
@@ -127,6 +146,8 @@ class Registry:
         if entry_points:
             self._load_entry_points()
         self._collect()
+        if entry_points:
+            self._warn_unknown_disabled()
 
     # ----------------------------------------------------------------- loading
 
@@ -146,21 +167,56 @@ class Registry:
             stacklevel=3,
         )
 
+    def _is_disabled(self, *names: str) -> bool:
+        """Whether any of ``names`` is disabled (and remember which disabled names were used)."""
+        hits = {normalise(n) for n in names} & self.disabled.keys()
+        self._disabled_used |= hits
+        return bool(hits)
+
+    def _warn_unknown_disabled(self) -> None:
+        unknown = sorted(self.disabled[n] for n in self.disabled.keys() - self._disabled_used)
+        if unknown:
+            warnings.warn(
+                f"{DISABLE_ENV} names {', '.join(map(repr, unknown))}, which match no installed "
+                "entry point, distribution or registered plugin name, so nothing was disabled "
+                "for them; check the spelling (`pruneplug plugins` lists what is installed)",
+                PluginLoadWarning,
+                stacklevel=3,
+            )
+
     def _load_entry_points(self) -> None:
         seen: set[tuple[str, str]] = set()
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist else "unknown"
             version = ep.dist.version if ep.dist else ""
-            if {ep.name, dist, f"{dist}:{ep.name}"} & self.disabled or (dist, ep.name) in seen:
+            if self._is_disabled(ep.name, dist, f"{dist}:{ep.name}") or (dist, ep.name) in seen:
                 continue  # disabled, or the same distribution found twice on sys.path
             seen.add((dist, ep.name))
             # entry-point names are unique only within a distribution: qualify a clash
             name = f"{dist}:{ep.name}" if ep.name in self._providers else ep.name
             self._providers[name] = (dist, version)
             try:
-                self.pm.register(ep.load(), name=name)
+                plugin = ep.load()
+                self.pm.register(plugin, name=name)
             except Exception as exc:  # any import or validation error is the plugin's
                 self._fail(name, f"{type(exc).__name__}: {exc}", at_import=True)
+            else:
+                self._check_hook_names(name, plugin)
+
+    def _check_hook_names(self, name: str, plugin: object) -> None:
+        """Report every ``@hookimpl`` of ``plugin`` that is not a pruneplug hook (a typo)."""
+        hooks = [hook_name for hook_name, _ in KINDS.values()]
+        for attr in dir(plugin):
+            function = getattr(plugin, attr, None)
+            if attr in hooks or not hasattr(function, f"{hookspecs.hookimpl.project_name}_impl"):
+                continue
+            close = difflib.get_close_matches(attr, hooks, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the hooks are {', '.join(hooks)}"
+            self._fail(
+                name,
+                f"@hookimpl {attr!r} is not a pruneplug hook, so it is never called; {hint}",
+                at_import=True,
+            )
 
     def register_plugin(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin object (a module or object with ``@hookimpl`` functions) live."""
@@ -169,6 +225,7 @@ class Registry:
             self.pm.unregister(name=name)
         self._providers[name] = (LIVE, "")
         self.pm.register(plugin, name=name)
+        self._check_hook_names(name, plugin)
         self._collect()
 
     def _collect(self) -> None:
@@ -196,7 +253,7 @@ class Registry:
             if problem:
                 self._fail(plugin, f"hook {hook_name}: {problem}")
                 continue
-            if cls.name in self.disabled:
+            if self._is_disabled(cls.name, f"{provider}:{cls.name}", f"{plugin}:{cls.name}"):
                 continue
             entry = Entry(kind, cls.name, cls, provider, version, plugin)
             same = self._entries[kind].setdefault(cls.name, [])
@@ -222,10 +279,13 @@ class Registry:
     def entry(self, kind: str, name: str) -> Entry:
         """The entry of ``kind`` called ``name`` (or ``provider:name``)."""
         self._check_kind(kind)
+        if not isinstance(name, str):
+            raise TypeError(f"a {kind} is named by a string such as 'magnitude'; got {name!r}")
         provider, _, bare = name.rpartition(":")
         same = self._entries[kind].get(bare, [])
         if provider:
-            same = [e for e in same if e.provider == provider]
+            wanted = normalise(provider)
+            same = [e for e in same if wanted in (normalise(e.provider), normalise(e.plugin))]
         if not same:
             raise UnknownPluginError(
                 f"no {kind} called {name!r}; available: {', '.join(self.names(kind)) or 'none'}"

@@ -372,3 +372,53 @@ def test_an_unknown_name_lists_the_available_ones_third_party_included(install):
     assert message.startswith("no scorer called 'good_on'; available: ")
     assert set(message.split("available: ")[1].split(", ")) == set(registry.names("scorer"))
     assert {"good_one", "magnitude"} <= set(registry.names("scorer"))
+
+
+# --------------------------------------------------------------------------- (i) names, spelled
+
+
+def test_provider_may_be_the_distribution_or_entry_point_name_spelled_either_way(install):
+    install("alpha-plugins", "1.0", {"alpha": "alpha_mod"}, {"alpha_mod": scorer_module("dup", 1)})
+    install("beta-plugins", "2.0", {"beta": "beta_mod"}, {"beta_mod": scorer_module("dup", 2)})
+    registry = Registry()
+    for name in ("alpha-plugins:dup", "Alpha_Plugins:dup", "alpha.plugins:dup", "alpha:dup"):
+        assert usable(registry, name, 1.0), name
+    assert usable(registry, "beta:dup", 2.0)
+    with pytest.raises(TypeError, match="named by a string such as 'magnitude'; got None"):
+        registry.entry("scorer", None)
+    with pytest.raises(TypeError, match="got 123"):
+        pruneplug.get_scorer(123)
+
+
+@pytest.mark.parametrize("disable", ["Beta_Plugins", "beta:dup", "BETA-plugins:dup"])
+def test_disabling_takes_normalised_and_qualified_names(install, monkeypatch, disable):
+    install("alpha-plugins", "1.0", {"alpha": "alpha_mod"}, {"alpha_mod": scorer_module("dup", 1)})
+    install("beta-plugins", "2.0", {"beta": "beta_mod"}, {"beta_mod": scorer_module("dup", 2)})
+    monkeypatch.setenv("PRUNEPLUG_DISABLE", disable)
+    registry, warned = load("PRUNEPLUG_DISABLE")
+    assert warned == []
+    assert usable(registry, "dup", 1.0)
+
+
+def test_a_disabled_name_that_matches_nothing_is_warned_about(install, monkeypatch):
+    monkeypatch.setenv("PRUNEPLUG_DISABLE", "magnitude,magnitdue")
+    registry, warned = load("PRUNEPLUG_DISABLE")
+    assert "magnitude" not in registry.names("scorer")
+    assert len(warned) == 1 and "'magnitdue'" in warned[0] and "'magnitude'" not in warned[0]
+
+
+def test_a_misspelled_hook_is_reported_with_the_plugin_and_the_real_hook(install):
+    source = scorer_module("typo", hook=False) + textwrap.dedent(
+        """
+        @hookimpl
+        def register_scorer(register):
+            register(Constant)
+        """
+    )
+    install("typopkg", "1.0", {"typo": "typo_mod"}, {"typo_mod": source})
+    registry, warned = load("typopkg")
+    assert "typo" not in registry.names("scorer")
+    assert len(warned) == 1
+    assert "'register_scorer' is not a pruneplug hook" in warned[0]
+    assert "did you mean 'register_scorers'?" in warned[0]
+    assert [f.plugin for f in registry.failures if f.provider == "typopkg"] == ["typo"]
