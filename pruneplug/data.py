@@ -214,8 +214,8 @@ def load_mnist(root: str | Path, seed: int = 0, val_size: int = 5000) -> Splits:
     for train in (True, False):
         ds = MNIST(root, train=train, download=False)
         sets[train] = (ds.data.unsqueeze(1).float() / 255, ds.targets.to(torch.int64))
-    train, val, test = _carve(*sets[True], TensorDataset(*sets[False]), val_size, seed)
-    return Splits(train, val, test, classes=[str(d) for d in range(10)], name="mnist")
+    train_set, val_set, test_set = _carve(*sets[True], TensorDataset(*sets[False]), val_size, seed)
+    return Splits(train_set, val_set, test_set, classes=[str(d) for d in range(10)], name="mnist")
 
 
 def load_cifar10(root: str | Path, seed: int = 0, val_size: int = 5000) -> Splits:
@@ -249,8 +249,8 @@ def load_cifar10(root: str | Path, seed: int = 0, val_size: int = 5000) -> Split
             ) from err
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 255  # N x H x W x 3
         sets[train] = (images.contiguous(), torch.tensor(ds.targets, dtype=torch.int64))
-    train, val, test = _carve(*sets[True], TensorDataset(*sets[False]), val_size, seed)
-    return Splits(train, val, test, classes=list(ds.classes), name="cifar10")
+    train_set, val_set, test_set = _carve(*sets[True], TensorDataset(*sets[False]), val_size, seed)
+    return Splits(train_set, val_set, test_set, classes=list(ds.classes), name="cifar10")
 
 
 # --------------------------------------------------------------------------- text

@@ -26,7 +26,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -50,9 +50,10 @@ def _check_sizes(builder: str, **sizes: int | Sequence[int]) -> None:
             raise ValueError(f"{builder}: {name} must be positive int(s), got {value!r}")
 
 
-def _built(
-    builder: str, make: Callable[[], nn.Module], kwargs: dict[str, Any], seed: int | None
-) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _built(builder: str, make: Callable[[], M], kwargs: dict[str, Any], seed: int | None) -> M:
     """Run ``make`` under ``seed`` (see the module docstring) and attach the rebuild spec."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"{builder}: seed must be an int or None, got {seed!r}")

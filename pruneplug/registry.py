@@ -338,7 +338,9 @@ def register(*classes: type[Plugin]) -> None:
     by_kind: dict[str, list[type[Plugin]]] = {}
     for cls in classes:
         kind = getattr(cls, "kind", None)
-        problem = _invalid(cls, KINDS[kind][1]) if kind in KINDS else f"{cls!r} is not a plugin"
+        if kind not in KINDS:
+            raise TypeError(f"cannot register: {cls!r} is not a plugin")
+        problem = _invalid(cls, KINDS[kind][1])
         if problem:
             raise TypeError(f"cannot register: {problem}")
         by_kind.setdefault(kind, []).append(cls)
