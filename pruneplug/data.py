@@ -8,8 +8,11 @@ notebook can index, plot or augment without transforms. Nothing is ever download
   scikit-learn), the default everywhere: small enough to train a model in seconds on a CPU;
 * :func:`load_photos` - the colour photographs bundled with scikit-image, for augmentation
   galleries;
-* :func:`load_mnist`, :func:`load_cifar10` - read through torchvision (``download=False``) from
-  files the user already has; a missing file raises an error naming the folder and the files;
+* :func:`load_mnist`, :func:`load_cifar10` - read from files the user already has (MNIST
+  through torchvision with ``download=False``, after checking each idx header against its
+  file size; CIFAR-10's python batches directly, so any files in the official format load,
+  with the official checksums as an option); a missing or damaged file raises an error naming
+  the folder, the file and the fix;
 * :func:`load_text_folder` - an IMDB-style folder of ``pos/`` and ``neg/`` text files.
 
 Splits depend only on ``seed`` (and scikit-learn's ``train_test_split``): the same seed gives
@@ -20,6 +23,10 @@ Validation sets are stratified (each class keeps its share), carved from the tra
 from __future__ import annotations
 
 import functools
+import hashlib
+import numbers
+import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -33,6 +40,10 @@ SPLIT_NAMES = ("train", "val", "test")
 
 #: Sizes of the digits split (1,797 images in all).
 DIGITS_SIZES = {"train": 1200, "val": 200, "test": 397}
+
+#: Largest photo side: the bundled photos are 300-512 pixels on their shorter side, so anything
+#: larger only upsamples (and 5 x 3 x 20,000^2 floats would need 24 GB).
+MAX_PHOTO_SIZE = 1024
 
 #: scikit-image photos that are bundled with the package (no download) and in colour, by name.
 PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
@@ -76,6 +87,22 @@ class Splits:
             shuffle=split == "train" if shuffle is None else shuffle,
             generator=torch.Generator().manual_seed(seed),
         )
+
+
+def _check_seed(loader: str, seed: object) -> None:
+    """Refuse a seed scikit-learn would refuse later, with the loader's name and the fix."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**32:
+        raise ValueError(f"{loader}: seed must be an int in [0, 2**32), got {seed!r}")
+
+
+def _folder(loader: str, root: object) -> Path:
+    """``root`` as a ``Path``, refusing what is not a path or is a file."""
+    if not isinstance(root, str | os.PathLike):
+        raise TypeError(f"{loader}: root must be a folder path (str or pathlib.Path), got {root!r}")
+    path = Path(root)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{loader}: {path} is a file; give the folder that holds the data")
+    return path
 
 
 def _stratified_split(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +158,7 @@ def load_digits(seed: int = 0) -> Splits:
     The images are scaled from 0..16 to [0, 1]. ``seed`` fixes the split; every call returns
     fresh tensors, so changing one never changes what the next call returns.
     """
+    _check_seed("load_digits", seed)
     images, labels = _digits_arrays()
     rest, test = _stratified_split(labels, DIGITS_SIZES["test"], seed)
     train, val = _stratified_split(labels[rest], DIGITS_SIZES["val"], seed)
@@ -175,8 +203,14 @@ def load_photos(size: int = 64) -> tuple[Tensor, list[str]]:
     only colour ones - the greyscale ones (camera, moon, ...) would show nothing of a colour
     augmenter. Returns the images and their names (:data:`PHOTO_NAMES`).
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise ValueError(f"photo size must be a positive int (pixels per side), got {size!r}")
+    if size > MAX_PHOTO_SIZE:
+        raise ValueError(
+            f"photo size {size} is above {MAX_PHOTO_SIZE}: the bundled photos are 300-512 pixels "
+            f"on their shorter side, so larger sizes only upsample; use size <= {MAX_PHOTO_SIZE}"
+        )
+    size = int(size)
     return _photos(size).clone(), list(PHOTO_NAMES)
 
 
@@ -192,6 +226,35 @@ def _require_files(dataset: str, folder: Path, names: list[str], how: str) -> No
         )
 
 
+#: idx magic numbers: unsigned bytes, 1 dimension (labels) or 3 (images)
+IDX_MAGIC = {"labels": 0x801, "images": 0x803}
+
+
+def _check_idx(path: Path) -> None:
+    """Refuse an MNIST idx file whose header does not describe its contents (a gzipped,
+    truncated or foreign file), naming the file and what differs."""
+    kind = "images" if "images" in path.name else "labels"
+    ndim = 3 if kind == "images" else 1
+    with path.open("rb") as file:
+        header = file.read(4 + 4 * ndim)
+    size = path.stat().st_size
+    magic = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
+    if magic != IDX_MAGIC[kind] or len(header) < 4 + 4 * ndim:
+        gz = " (it looks gzipped: gunzip it)" if header[:2] == b"\x1f\x8b" else ""
+        raise ValueError(
+            f"{path} is not an MNIST {kind} idx file{gz}: its first bytes are {header[:4].hex()}, "
+            f"expected {IDX_MAGIC[kind]:08x}; replace it with the uncompressed file from MNIST"
+        )
+    dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if size != expected:
+        raise ValueError(
+            f"{path} is damaged: its header promises {' x '.join(map(str, dims))} bytes of "
+            f"{kind} ({expected:,} bytes in all) but the file has {size:,} bytes; replace it "
+            "with the uncompressed file from MNIST"
+        )
+
+
 def load_mnist(root: str | Path, seed: int = 0, val_size: int = 5000) -> Splits:
     """MNIST from local files: train 60,000 - ``val_size`` / val ``val_size`` / test 10,000.
 
@@ -200,7 +263,8 @@ def load_mnist(root: str | Path, seed: int = 0, val_size: int = 5000) -> Splits:
     """
     from torchvision.datasets import MNIST
 
-    root = Path(root)
+    _check_seed("load_mnist", seed)
+    root = _folder("load_mnist", root)
     raw = root / "MNIST" / "raw"
     names = [Path(url).stem for url, _ in MNIST.resources]  # the .gz names without .gz
     _require_files(
@@ -210,6 +274,8 @@ def load_mnist(root: str | Path, seed: int = 0, val_size: int = 5000) -> Splits:
         f"get them on a machine with internet (torchvision.datasets.MNIST(ROOT, download=True), "
         f"or the .gz files from the MNIST site, gunzipped) and put them in {raw}",
     )
+    for name in names:
+        _check_idx(raw / name)
     sets = {}
     for train in (True, False):
         ds = MNIST(root, train=train, download=False)
@@ -218,39 +284,85 @@ def load_mnist(root: str | Path, seed: int = 0, val_size: int = 5000) -> Splits:
     return Splits(train_set, val_set, test_set, classes=[str(d) for d in range(10)], name="mnist")
 
 
-def load_cifar10(root: str | Path, seed: int = 0, val_size: int = 5000) -> Splits:
+def _read_cifar_batch(path: Path, checksum: str | None) -> dict:
+    """One CIFAR-10 python batch (a pickled dict), checked for the fields the loader uses."""
+    raw = path.read_bytes()
+    if checksum is not None and hashlib.md5(raw).hexdigest() != checksum:
+        raise ValueError(
+            f"{path.name} differs from the official CIFAR-10 release (md5 "
+            f"{hashlib.md5(raw).hexdigest()}, official {checksum}): extract "
+            "cifar-10-python.tar.gz again, or pass checksum=False to read your own files"
+        )
+    try:  # the official batches are Python 2 pickles: latin1 turns their byte keys into str
+        batch = pickle.loads(raw, encoding="latin1")
+    except Exception as err:
+        raise ValueError(
+            f"{path} is not a CIFAR-10 python batch (unpickling failed: {err}); extract "
+            "cifar-10-python.tar.gz again"
+        ) from err
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path} holds a {type(batch).__name__}, not a CIFAR-10 batch dict")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+
+
+def _cifar_arrays(path: Path, checksum: str | None) -> tuple[Tensor, Tensor]:
+    batch = _read_cifar_batch(path, checksum)
+    pixels = np.asarray(batch.get("data"))
+    labels = np.asarray(batch.get("labels"), dtype=np.int64)
+    if pixels.ndim != 2 or pixels.shape[1] != 3072 or len(labels) != len(pixels):
+        raise ValueError(
+            f"{path} is not in CIFAR-10's format: expected 'data' of shape N x 3072 (uint8) and "
+            f"N 'labels', got data of shape {pixels.shape} and {len(labels)} labels"
+        )
+    if len(labels) and not (0 <= labels.min() and labels.max() <= 9):
+        raise ValueError(f"{path} has labels outside 0..9 ({labels.min()}..{labels.max()})")
+    images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 3, 32, 32)).float() / 255
+    return images, torch.from_numpy(labels)
+
+
+def load_cifar10(
+    root: str | Path, seed: int = 0, val_size: int = 5000, checksum: bool = False
+) -> Splits:
     """CIFAR-10 from local files: train 50,000 - ``val_size`` / val ``val_size`` / test 10,000.
 
     Reads the python batches in ``ROOT/cifar-10-batches-py`` (``data_batch_1`` .. ``_5``,
-    ``test_batch``, ``batches.meta``, as extracted from ``cifar-10-python.tar.gz``) through
-    ``torchvision.datasets.CIFAR10(download=False)``, which also checks their checksums.
-    Images are 3 x 32 x 32.
+    ``test_batch``, ``batches.meta``, as extracted from ``cifar-10-python.tar.gz``), or any
+    files in that format (a subset, a relabelled copy). ``checksum=True`` also checks each file
+    against the official release's md5 sums (those torchvision lists) and names the file that
+    differs. Images are 3 x 32 x 32.
     """
     from torchvision.datasets import CIFAR10
 
-    root = Path(root)
+    _check_seed("load_cifar10", seed)
+    root = _folder("load_cifar10", root)
     folder = root / CIFAR10.base_folder
-    names = [n for n, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
+    official = dict(CIFAR10.train_list + CIFAR10.test_list)
+    official[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
     _require_files(
         "CIFAR-10",
         folder,
-        names,
+        list(official),
         "get cifar-10-python.tar.gz on a machine with internet (or torchvision.datasets."
         f"CIFAR10(ROOT, download=True)) and extract it in {root}",
     )
-    sets = {}
-    for train in (True, False):
-        try:
-            ds = CIFAR10(root, train=train, download=False)
-        except RuntimeError as err:  # the files exist, so their checksums failed
-            raise RuntimeError(
-                f"CIFAR-10 files in {folder} are corrupted ({err}): extract "
-                "cifar-10-python.tar.gz there again"
-            ) from err
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 255  # N x H x W x 3
-        sets[train] = (images.contiguous(), torch.tensor(ds.targets, dtype=torch.int64))
-    train_set, val_set, test_set = _carve(*sets[True], TensorDataset(*sets[False]), val_size, seed)
-    return Splits(train_set, val_set, test_set, classes=list(ds.classes), name="cifar10")
+
+    def md5(name: str) -> str | None:
+        return official[name] if checksum else None
+
+    train = [_cifar_arrays(folder / name, md5(name)) for name, _ in CIFAR10.train_list]
+    test_images, test_labels = _cifar_arrays(folder / "test_batch", md5("test_batch"))
+    meta = _read_cifar_batch(folder / CIFAR10.meta["filename"], md5(CIFAR10.meta["filename"]))
+    classes = [str(c) for c in meta.get("label_names", [])]
+    if len(classes) != 10:
+        raise ValueError(
+            f"{folder / CIFAR10.meta['filename']} should list 10 'label_names', got {classes}"
+        )
+    images = torch.cat([x for x, _ in train])
+    labels = torch.cat([y for _, y in train])
+    train_set, val_set, test_set = _carve(
+        images, labels, TensorDataset(test_images, test_labels), val_size, seed
+    )
+    return Splits(train_set, val_set, test_set, classes=classes, name="cifar10")
 
 
 # --------------------------------------------------------------------------- text
@@ -307,7 +419,7 @@ def load_text_folder(root: str | Path) -> dict[str, TextSet]:
     name order, so the result is the same on every machine. Texts are read as UTF-8 and
     stripped of surrounding white space.
     """
-    root = Path(root)
+    root = _folder("load_text_folder", root)
     layout = "ROOT/pos/*.txt and ROOT/neg/*.txt, or ROOT/train/{pos,neg}/ and ROOT/test/{pos,neg}/"
     if not root.is_dir():
         raise FileNotFoundError(f"text folder {root} does not exist: expected {layout}")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision.datasets.cifar
 
 from pruneplug import data
 
@@ -180,15 +179,7 @@ def fake_cifar(root: Path, per_batch: int = 4) -> None:
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
 
 
-@pytest.fixture
-def skip_checksums(monkeypatch):
-    """torchvision checks CIFAR-10's md5 sums, which fake files cannot match."""
-    monkeypatch.setattr(
-        torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: Path(path).is_file()
-    )
-
-
-def test_cifar10_from_local_pickle_batches(tmp_path, skip_checksums):
+def test_cifar10_from_local_pickle_batches(tmp_path):
     fake_cifar(tmp_path)
     cifar = data.load_cifar10(tmp_path, val_size=10)
     assert (len(cifar.train), len(cifar.val), len(cifar.test)) == (10, 10, 3)
@@ -203,12 +194,58 @@ def test_cifar10_from_local_pickle_batches(tmp_path, skip_checksums):
         assert sorted(ds.tensors[1].tolist()) == list(range(10))
 
 
-def test_cifar10_missing_and_corrupted_files(tmp_path):
+def test_cifar10_missing_unofficial_and_damaged_files(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py lacks data_batch_1"):
         data.load_cifar10(tmp_path)
-    fake_cifar(tmp_path)  # present, but the checksums are wrong
-    with pytest.raises(RuntimeError, match="corrupted.*extract cifar-10-python.tar.gz"):
+    fake_cifar(tmp_path)  # the official format, but not the official release
+    with pytest.raises(
+        ValueError,
+        match=r"data_batch_1 differs from the official CIFAR-10 .*"
+        r"official c99cafc152244af753f735de768cd75f.*checksum=False",
+    ):
+        data.load_cifar10(tmp_path, checksum=True)
+    folder = tmp_path / "cifar-10-batches-py"
+    (folder / "test_batch").write_text("not a pickle")
+    with pytest.raises(ValueError, match=r"test_batch is not a CIFAR-10 python batch"):
         data.load_cifar10(tmp_path)
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((2, 100)), "labels": [0]}))
+    with pytest.raises(ValueError, match=r"N x 3072 .* got data of shape \(2, 100\) and 1 labels"):
+        data.load_cifar10(tmp_path)
+
+
+def test_mnist_damaged_or_gzipped_idx_files_are_named(tmp_path):
+    fake_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    images = raw / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-5])  # truncated
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte is damaged: .*20 x 28 x 28"):
+        data.load_mnist(tmp_path)
+    images.write_bytes(b"\x1f\x8b\x08\x00" + bytes(20))
+    with pytest.raises(ValueError, match=r"not an MNIST images idx file \(it looks gzipped"):
+        data.load_mnist(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: data.load_digits(seed=-1), ValueError, r"load_digits: seed must be an int"),
+        (lambda: data.load_digits(seed=1.5), ValueError, r"got 1.5"),
+        (lambda: data.load_mnist(None), TypeError, r"load_mnist: root must be a folder path"),
+        (lambda: data.load_cifar10(3), TypeError, r"load_cifar10: root must be a folder path"),
+        (lambda: data.load_text_folder(None), TypeError, r"load_text_folder: root must be"),
+        (lambda: data.load_photos(size=20000), ValueError, r"above 1024.*size <= 1024"),
+    ],
+)
+def test_bad_loader_arguments_are_named_with_the_fix(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_a_file_given_as_root_is_refused(tmp_path):
+    file = tmp_path / "mnist.npz"
+    file.write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file; give the folder"):
+        data.load_mnist(file)
 
 
 # --------------------------------------------------------------------------- text
