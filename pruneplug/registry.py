@@ -53,7 +53,8 @@ KINDS: dict[str, tuple[str, tuple[type[Plugin], ...]]] = {
     "pruner": ("register_pruners", (Pruner,)),
     "augmenter": ("register_augmenters", (ImageAugmenter, TextAugmenter)),
 }
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+#: What a registered plugin name must look like (a Python-identifier-like word, dashes allowed).
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 def normalise(name: str) -> str:
@@ -113,7 +114,7 @@ def _invalid(cls: Any, bases: tuple[type[Plugin], ...]) -> str | None:
     expected = " or ".join(b.__name__ for b in bases)
     if not isinstance(cls, type) or not issubclass(cls, bases):
         return f"registered {cls!r}, which is not a subclass of {expected}"
-    if not isinstance(cls.name, str) or not _NAME.match(cls.name):
+    if not isinstance(cls.name, str) or not NAME_PATTERN.match(cls.name):
         return f"{cls.__name__}.name={cls.name!r} must be an identifier-like string"
     if not isinstance(cls.description, str) or not cls.description.strip():
         return f"{cls.__name__} needs a one-line description"
