@@ -93,7 +93,7 @@ def _check_params(cls: type[Plugin], check: _Check) -> None:
 
 def _start(
     plugin: Any, params: Mapping[str, Any] | None, skip: Iterable[str], base: tuple[type, ...]
-) -> tuple[type, _Check, dict[str, Any]]:
+) -> tuple[type[Any], _Check, dict[str, Any]]:
     """Class, checker and configuration of ``plugin`` (a class or an instance)."""
     cls = plugin if isinstance(plugin, type) else type(plugin)
     if params is None:

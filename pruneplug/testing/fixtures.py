@@ -26,26 +26,28 @@ def tiny_cnn() -> nn.Sequential:
     """Two Conv-BN-ReLU blocks (4 and 6 channels), pooling to 2 x 2 and a Linear classifier,
     for 1 x 8 x 8 inputs. Batch-norm affine parameters and statistics are randomised, so
     scorers that read them see distinct values."""
-    model = nn.Sequential(
+    conv1, bn1 = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+    conv2, bn2 = nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6)
+    with torch.no_grad():
+        for bn in (bn1, bn2):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0, 0.1)
+            assert bn.running_mean is not None and bn.running_var is not None  # tracked stats
+            bn.running_mean.normal_(0, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+    return nn.Sequential(
         OrderedDict(
-            conv1=nn.Conv2d(1, 4, 3, padding=1),
-            bn1=nn.BatchNorm2d(4),
+            conv1=conv1,
+            bn1=bn1,
             relu1=nn.ReLU(),
-            conv2=nn.Conv2d(4, 6, 3, padding=1),
-            bn2=nn.BatchNorm2d(6),
+            conv2=conv2,
+            bn2=bn2,
             relu2=nn.ReLU(),
             pool=nn.AdaptiveAvgPool2d(2),
             flatten=nn.Flatten(),
             fc=nn.Linear(24, 10),
         )
     )
-    with torch.no_grad():
-        for bn in (model.bn1, model.bn2):
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_(0, 0.1)
-            bn.running_mean.normal_(0, 0.1)
-            bn.running_var.uniform_(0.5, 1.5)
-    return model
 
 
 def _batches(example: Tensor, classes: int) -> list[tuple[Tensor, Tensor]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -100,7 +101,7 @@ def _random_scores(model: nn.Module, generator: torch.Generator) -> Scores:
     """Distinct random per-weight and per-unit scores for every prunable layer."""
     scores = Scores()
     for name, layer in prunable_layers(model).items():
-        w = layer.weight
+        w = cast(Tensor, layer.weight)
         scores.weight[name] = torch.rand(w.shape, generator=generator).to(w.device)
         scores.unit[name] = torch.rand(w.shape[0], generator=generator).to(w.device)
     return scores

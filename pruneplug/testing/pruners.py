@@ -45,7 +45,10 @@ def check_pruner(
     cls, check, config = _start(plugin, params, skip, (Pruner,))
     with _isolated_rng(seed):
         if model is None:
-            models = [(tiny_mlp(), torch.rand(8, 1, 8, 8)), (tiny_cnn(), torch.rand(8, 1, 8, 8))]
+            models: list[tuple[nn.Module, Tensor]] = [
+                (tiny_mlp(), torch.rand(8, 1, 8, 8)),
+                (tiny_cnn(), torch.rand(8, 1, 8, 8)),
+            ]
         elif example is None:
             raise ValueError("check_pruner: give example= (an input batch for the model)")
         else:

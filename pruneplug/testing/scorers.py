@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -81,7 +81,7 @@ def _check_scores(scores: Scores, model: nn.Module, check: _Check) -> None:
                     f"{where} names no prunable layer; the prunable layers are {list(layers)}",
                 )
                 continue
-            w = layers[name].weight
+            w = cast(Tensor, layers[name].weight)
             expected = tuple(w.shape if granularity == "weight" else w.shape[:1])
             if not isinstance(s, Tensor) or tuple(s.shape) != expected:
                 got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
