@@ -122,7 +122,8 @@ def distillation(teacher: nn.Module, temperature: float, weight: float) -> Calla
 
 def hidden_layers(model: nn.Module) -> list[nn.Linear]:
     """The MLP's hidden Linear layers (every prunable layer but the classifier)."""
-    return list(pruneplug.prunable_layers(model).values())[:-1]
+    layers = list(pruneplug.prunable_layers(model).values())[:-1]
+    return [layer for layer in layers if isinstance(layer, nn.Linear)]
 
 
 def anchor(
@@ -284,7 +285,8 @@ FINAL = "+compile"
 
 
 def widths_of(model: nn.Module) -> str:
-    return "-".join(str(m.weight.shape[0]) for m in pruneplug.prunable_layers(model).values())
+    layers = pruneplug.prunable_layers(model).values()
+    return "-".join(str(metrics.layer_weight(m).shape[0]) for m in layers)
 
 
 def p3(quick: bool) -> str:

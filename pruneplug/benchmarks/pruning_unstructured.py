@@ -26,6 +26,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 from torch.nn.utils import prune
@@ -98,7 +99,7 @@ def anchor_agp(splits: data.Splits, run: Budget) -> Method:
     return method
 
 
-def ours(splits: data.Splits, run: Budget, **changes: object) -> Method:
+def ours(splits: data.Splits, run: Budget, **changes: Any) -> Method:
     """The recipe, optionally with some of its arguments changed (for the ablation)."""
 
     def method(dense: nn.Module, sparsity: float, seed: int) -> nn.Module:

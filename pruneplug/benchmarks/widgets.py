@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 import torch
 
@@ -20,7 +21,7 @@ from pruneplug.widgets import PruningExplorer
 #: Median latency per slider move that the course promises (milliseconds).
 TARGET_MS = 300.0
 #: Training recipes of the course's reference models (chapters 00-03).
-RECIPES = {
+RECIPES: dict[str, dict[str, Any]] = {
     "mlp": {"epochs": 20, "lr": 0.1},
     "cnn": {"epochs": 8, "lr": 0.05, "schedule": "cosine"},
 }
