@@ -1,10 +1,23 @@
 """The three plugin contracts: scorers, pruners and augmenters.
 
-A plugin author subclasses one of :class:`Scorer`, :class:`Pruner`, :class:`ImageAugmenter` or
-:class:`TextAugmenter`, sets ``name``, ``description`` and ``params`` (see
-:mod:`pruneplug.params`), and implements one method. The base classes do everything the core
-promises users - parameter validation, input checks, per-sample probability, seeding - so a
-plugin's own code is only its method.
+A plugin author subclasses one base, sets ``name``, ``description`` and ``params`` (see
+:mod:`pruneplug.params`), and implements one method, which receives only what it uses:
+
+=========================  ======================================================================
+base                       method
+=========================  ======================================================================
+:class:`LayerScorer`       ``score_layer(name, weight) -> Tensor`` (one layer's effective weight)
+:class:`Scorer`            ``score(model, batches, loss_fn) -> Scores`` (scorers that need data)
+:class:`Pruner`            ``prune(model, scores, *, amount, threshold) -> nn.Module``
+:class:`ImageAugmenter`    ``apply(images, params) -> Tensor``
+:class:`MixingAugmenter`   ``mix(images, targets, params) -> (images, soft targets)``
+:class:`AdversarialAugmenter`  ``attack(images, targets, params, model, loss_fn) -> Tensor``
+:class:`TextAugmenter`     ``augment_one(text, generator) -> str``
+=========================  ======================================================================
+
+The base classes do everything the core promises users - parameter validation, input and
+output checks, per-sample probability, seeding, eval mode - so a plugin's own code is only its
+method.
 
 Parameters are validated once, when the object is made (``Magnitude(p=2)``, or
 ``get_scorer("magnitude", p=2)``); the validated values are in ``self.config``.
@@ -13,7 +26,7 @@ Parameters are validated once, when the object is made (``Magnitude(p=2)``, or
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,27 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .params import Param, validate
-
-Batch = tuple[Tensor, Tensor]
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-#: Layer types whose ``weight`` scorers score and pruners prune.
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The model's prunable layers (Linear and Conv), by qualified name, in definition order.
-
-    Raises ``ValueError`` when there are none, since no scorer or pruner can act on such a model.
-    """
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-    if not layers:
-        raise ValueError(
-            f"{type(model).__name__} has no prunable layers: pruneplug prunes the weights of "
-            f"{', '.join(t.__name__ for t in PRUNABLE_TYPES)} modules; add one or pass the "
-            "sub-module that holds them"
-        )
-    return layers
+from .plumbing import Batch, LossFn, effective_weight, evaluation_mode, prunable_layers
 
 
 class Plugin:
@@ -119,8 +112,10 @@ class Scorer(Plugin):
     """Importance scorer: model (+ optional batches and loss) -> :class:`Scores`.
 
     Implement :meth:`score`. Set ``needs_data = True`` if it needs batches (gradients,
-    ablation); the core then refuses a call without them with a clear error.
-    Scorers must not change the model's parameters or its training mode.
+    ablation); the core then refuses a call without them with a clear error. A scorer that
+    looks at one layer's weight at a time derives from :class:`LayerScorer` instead.
+    Scorers must not change the model's parameters or its training mode. What :meth:`score`
+    returns is checked where it is made: an error names the scorer and what is wrong.
     """
 
     kind = "scorer"
@@ -140,12 +135,52 @@ class Scorer(Plugin):
                 "targets)>, e.g. a DataLoader over a few training batches"
             )
         scores = self.score(model, batches, loss_fn or nn.functional.cross_entropy)
-        scores.check(model)
+        if not isinstance(scores, Scores):
+            raise TypeError(
+                f"scorer {self.name!r} returned a {type(scores).__name__}, not pruneplug.Scores: "
+                "return Scores(weight={layer name: tensor shaped like its weight}) and/or "
+                "Scores(unit={layer name: one score per output unit})"
+            )
+        try:
+            scores.check(model)
+        except ValueError as err:
+            raise ValueError(f"scorer {self.name!r} returned bad scores: {err}") from err
         return scores
 
     def score(self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn) -> Scores:
         """Return the importance of ``model``'s prunable layers (higher means keep)."""
         raise NotImplementedError
+
+
+class LayerScorer(Scorer):
+    """A scorer that needs no data and scores each prunable layer from its weight alone.
+
+    Implement :meth:`score_layer`: it receives a layer's name and its **effective** weight
+    (the masked weight of an already pruned layer, detached) and returns one score per weight.
+    Per-unit scores are the sum over each unit's weights unless :meth:`score_units` is
+    overridden (magnitude returns the unit's L1 or L2 norm, FPGM only unit scores).
+    """
+
+    def score(self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn) -> Scores:
+        scores = Scores()
+        with torch.no_grad():
+            for name, layer in prunable_layers(model).items():
+                weight = effective_weight(layer)
+                per_weight = self.score_layer(name, weight)
+                if per_weight is not None:
+                    scores.weight[name] = per_weight
+                per_unit = self.score_units(name, weight)
+                if per_unit is not None:
+                    scores.unit[name] = per_unit
+        return scores
+
+    def score_layer(self, name: str, weight: Tensor) -> Tensor | None:
+        """Scores shaped like ``weight`` (higher means keep); ``None`` for unit scores only."""
+        raise NotImplementedError
+
+    def score_units(self, name: str, weight: Tensor) -> Tensor | None:
+        """One score per output unit (``weight.shape[0]``), or ``None`` to derive them."""
+        return None
 
 
 # --------------------------------------------------------------------------- pruners
@@ -185,10 +220,15 @@ class Pruner(Plugin):
       ``prune.is_pruned`` and ``prune.remove`` work; they change the model in place and return it;
     * structured pruners (``structured = True``) remove whole units and return a physically
       smaller model.
+
+    A pruner whose own parameters say what to remove (N:M sparsity, top-k per row) sets
+    ``takes_amount = False``: it is called as ``pruner(model, scores)``, an ``amount`` or
+    ``threshold`` is refused, and the conformance kit checks it by its declared parameters.
     """
 
     kind = "pruner"
     structured: ClassVar[bool] = False
+    takes_amount: ClassVar[bool] = True
 
     def __call__(
         self,
@@ -199,7 +239,19 @@ class Pruner(Plugin):
         threshold: float | None = None,
     ) -> nn.Module:
         """Prune ``model`` by ``amount`` (fraction to remove) or ``threshold`` (score bound)."""
-        check_amount(amount, threshold)
+        if self.takes_amount:
+            check_amount(amount, threshold)
+        elif amount is not None or threshold is not None:
+            raise ValueError(
+                f"pruner {self.name!r} removes what its own parameters say "
+                f"({', '.join(p.name for p in self.params) or 'none'}): call it without "
+                "amount= or threshold="
+            )
+        if not isinstance(scores, Scores):
+            raise TypeError(
+                f"pruner {self.name!r} needs pruneplug.Scores (from a scorer), got "
+                f"{type(scores).__name__}: scores = pruneplug.get_scorer('magnitude')(model)"
+            )
         scores.check(model)
         return self.prune(model, scores, amount=amount, threshold=threshold)
 
@@ -269,15 +321,18 @@ class ImageAugmenter(Plugin):
     widget can show which samples changed. Unselected samples are returned unchanged whatever
     :meth:`apply` does to them; the input is never modified in place.
 
-    Set ``mixes_targets = True`` for augmenters that also transform targets (mixup, CutMix):
-    they require targets and return ``(images, soft_targets)``. Set ``needs_model = True`` for
-    adversarial augmenters: they require ``model=`` (and use ``loss_fn=``).
+    Augmenters that also transform targets (mixup, CutMix) derive from
+    :class:`MixingAugmenter` and implement ``mix``; adversarial ones derive from
+    :class:`AdversarialAugmenter` and implement ``attack``. The flags below say which family an
+    augmenter (or a pipeline of them) belongs to.
     """
 
     kind = "augmenter"
     modality: ClassVar[str] = "image"
-    mixes_targets: ClassVar[bool] = False
-    needs_model: ClassVar[bool] = False
+    #: needs targets and returns soft ones (set by :class:`MixingAugmenter`, or by a pipeline)
+    mixes_targets: bool = False
+    #: needs ``model=`` (set by :class:`AdversarialAugmenter`, or by a pipeline)
+    needs_model: bool = False
 
     def __call__(
         self,
@@ -354,7 +409,7 @@ class ImageAugmenter(Plugin):
         applied = params.get("applied")
         if applied is not None and not self.mixes_targets and not bool(applied.any()):
             return images.clone(), None
-        out, new_targets = self.apply(images, params, targets=targets, model=model, loss_fn=loss_fn)
+        out, new_targets = self._apply(images, params, targets, model, loss_fn)
         if applied is not None and not bool(applied.all()):
             out = torch.where(applied.view(-1, 1, 1, 1), out, images)
             if new_targets is not None and targets is not None:
@@ -373,20 +428,97 @@ class ImageAugmenter(Plugin):
         """Draw this augmenter's random parameters for each of the ``shape[0]`` samples."""
         return {}
 
-    def apply(
+    def _apply(
         self,
         images: Tensor,
         params: Mapping[str, Tensor],
-        *,
         targets: Tensor | None,
         model: nn.Module | None,
         loss_fn: LossFn | None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Apply ``params`` to every sample; return (images, new targets or ``None``).
+        """Call the family's method with the arguments it takes; ``(images, new targets)``.
 
-        ``params["applied"]`` (when present) marks the selected samples; computing the others
-        is allowed but wasted, since the base class restores them.
+        The family bases (and pipelines, which take everything) override this; plugins do not.
         """
+        return self.apply(images, params), None
+
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        """Apply ``params`` to every sample of ``images`` (``N x C x H x W``) and return them.
+
+        ``params["applied"]`` marks the selected samples; computing the others is allowed but
+        wasted, since the base class restores them. Return a new tensor (or ``images`` itself
+        untouched); never modify ``images`` in place.
+        """
+        raise NotImplementedError
+
+
+class MixingAugmenter(ImageAugmenter):
+    """An augmenter that blends samples and their labels (mixup, CutMix).
+
+    Implement :meth:`mix`. Calls must give targets (class indices or soft labels) and get
+    ``(images, soft_targets)`` back; for samples not selected by ``p`` the base class returns
+    the input image and its target as a one-hot row.
+    """
+
+    mixes_targets = True
+
+    def _apply(
+        self,
+        images: Tensor,
+        params: Mapping[str, Tensor],
+        targets: Tensor | None,
+        model: nn.Module | None,
+        loss_fn: LossFn | None,
+    ) -> tuple[Tensor, Tensor | None]:
+        assert targets is not None  # __call__ refuses a mixing call without targets
+        return self.mix(images, targets, params)
+
+    def mix(
+        self, images: Tensor, targets: Tensor, params: Mapping[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Return the mixed images and their soft targets (``N x classes``, rows sum to 1)."""
+        raise NotImplementedError
+
+
+class AdversarialAugmenter(ImageAugmenter):
+    """An augmenter that perturbs images to raise a model's loss on their true labels.
+
+    Implement :meth:`attack`. Calls must give targets and ``model=``; the base class runs the
+    attack with the model in eval mode (each module's mode restored afterwards), with
+    ``loss_fn`` defaulting to cross-entropy, and returns the images detached.
+    """
+
+    needs_model = True
+
+    def _apply(
+        self,
+        images: Tensor,
+        params: Mapping[str, Tensor],
+        targets: Tensor | None,
+        model: nn.Module | None,
+        loss_fn: LossFn | None,
+    ) -> tuple[Tensor, Tensor | None]:
+        if targets is None:
+            raise ValueError(
+                f"augmenter {self.name!r} attacks the loss on the true labels: call it as "
+                "aug(images, targets, model=model)"
+            )
+        assert model is not None  # __call__ refuses a call without a model
+        with evaluation_mode(model):
+            adversarial = self.attack(
+                images, targets, params, model, loss_fn or nn.functional.cross_entropy
+            )
+        return adversarial.detach(), None
+
+    def attack(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        params: Mapping[str, Tensor],
+        model: nn.Module,
+        loss_fn: LossFn,
+    ) -> Tensor:
+        """Return adversarial images (within the attack's budget and inside [0, 1])."""
         raise NotImplementedError
 
 

@@ -1,0 +1,131 @@
+"""Torch plumbing that the core, the built-in plugins and third-party plugins share (public API).
+
+What a scorer, pruner or training loop needs from a model besides its own method, written once:
+
+* :func:`prunable_layers` - the Linear and Conv layers whose ``weight`` pruneplug scores and
+  prunes, by qualified name;
+* :func:`effective_weight` - a layer's weight as its forward pass uses it (``weight_orig *
+  weight_mask`` for a layer pruned with ``torch.nn.utils.prune``);
+* :func:`evaluation_mode` - eval mode for a block, every module's own mode restored after;
+* :func:`model_device` - where a model's parameters live;
+* :func:`take_batches`, :func:`scalar_loss`, :func:`max_batches_param` - for scorers that
+  need data: checked ``(inputs, targets)`` batches on the model's device, a loss reduced to a
+  scalar, and the usual "how many batches" parameter.
+
+``Batch`` and ``LossFn`` are the type aliases of the plugin methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice
+
+import torch
+from torch import Tensor, nn
+
+from .params import Param
+
+Batch = tuple[Tensor, Tensor]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+#: Layer types whose ``weight`` scorers score and pruners prune.
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's prunable layers (Linear and Conv), by qualified name, in definition order.
+
+    Raises ``ValueError`` when there are none, since no scorer or pruner can act on such a model.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}: pass the model")
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no prunable layers: pruneplug prunes the weights of "
+            f"{', '.join(t.__name__ for t in PRUNABLE_TYPES)} modules; add one or pass the "
+            "sub-module that holds them"
+        )
+    return layers
+
+
+def effective_weight(layer: nn.Module) -> Tensor:
+    """``layer``'s weight as its forward pass uses it, detached.
+
+    For a layer pruned with ``torch.nn.utils.prune`` that is ``weight_orig * weight_mask``,
+    computed now (the ``weight`` attribute is the forward pre-hook's copy from the last forward
+    pass, stale after an update); otherwise ``weight``.
+    """
+    if hasattr(layer, "weight_orig"):
+        return (layer.weight_orig * layer.weight_mask).detach()
+    weight = layer.weight
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{type(layer).__name__}.weight is {weight!r}, not a tensor")
+    return weight.detach()
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block, then restore every sub-module's own mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or buffer); CPU for a model with neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def max_batches_param(default: int) -> Param:
+    """The ``max_batches`` parameter of scorers that average over the first batches."""
+    return Param(
+        "max_batches", int, default, low=1, help="number of batches (from the start) to average"
+    )
+
+
+def take_batches(batches: Iterable[Batch], max_batches: int, device: torch.device) -> list[Batch]:
+    """The first ``max_batches`` (inputs, targets) pairs of ``batches``, on ``device``.
+
+    Collected once, so a scorer that passes over them several times sees the same batches even
+    when ``batches`` is a one-shot iterator or a shuffling loader.
+    """
+    taken: list[Batch] = []
+    for i, batch in enumerate(islice(iter(batches), max_batches)):
+        if not (
+            isinstance(batch, tuple | list)
+            and len(batch) == 2
+            and all(isinstance(t, Tensor) for t in batch)
+        ):
+            raise ValueError(
+                f"batch {i} is a {type(batch).__name__}, not an (inputs, targets) pair of "
+                "tensors: pass a DataLoader over a TensorDataset or a list of (x, y) tuples"
+            )
+        inputs, targets = batch
+        if len(inputs) == 0 or len(inputs) != len(targets):
+            raise ValueError(
+                f"batch {i} has {len(inputs)} inputs and {len(targets)} targets: each batch "
+                "needs at least one sample and one target per input"
+            )
+        taken.append((inputs.to(device), targets.to(device)))
+    if not taken:
+        raise ValueError("batches yielded nothing: give at least one (inputs, targets) batch")
+    return taken
+
+
+def scalar_loss(loss: Tensor) -> Tensor:
+    """``loss``, after checking that ``loss_fn`` reduced it to a scalar over the batch."""
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise ValueError(
+            f"loss_fn returned {shape}, not a scalar tensor: reduce the loss over the batch "
+            "(e.g. reduction='mean')"
+        )
+    return loss
