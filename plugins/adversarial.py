@@ -18,6 +18,8 @@ from the batch nor updated) and asks autograd for the gradient with respect to t
 so the model's parameters, their ``.grad`` and every module's training mode are exactly as before
 the call. The random start is drawn from the augmenter's generator, so a seed repeats it. Targets
 may be class indices or soft labels, whatever ``loss_fn`` (default: cross-entropy) accepts.
+The attack runs where the model is (images, targets and the random start are moved there) and
+the adversarial images come back on the images' device; the model is never moved.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch import Tensor, nn
 
 from pruneplug import ImageAugmenter, Param, hookimpl
 from pruneplug.contracts import LossFn
+from pruneplug.engine import model_device
 
 
 @contextmanager
@@ -75,11 +78,17 @@ class _Attack(ImageAugmenter):
                 "aug(images, targets, model=model)"
             )
         assert model is not None  # the base class refuses a call without a model
+        device = model_device(model, default=images.device)
+        moved = {key: value.to(device) for key, value in params.items()}
         with eval_mode(model):
             adversarial = self.attack(
-                images, targets, params, model, loss_fn or nn.functional.cross_entropy
+                images.to(device),
+                targets.to(device),
+                moved,
+                model,
+                loss_fn or nn.functional.cross_entropy,
             )
-        return adversarial.detach(), None
+        return adversarial.detach().to(images.device), None
 
     def attack(
         self,

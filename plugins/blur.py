@@ -127,8 +127,12 @@ class GaussianBlur(ImageAugmenter):
     description = "Gaussian filter with sigma drawn per sample"
     params = (
         Param("kernel_size", int, 3, low=1, high=31, help="kernel size (odd)"),
-        Param("sigma_min", float, 0.1, low=0.01, high=50.0, help="smallest sigma (pixels)"),
-        Param("sigma_max", float, 2.0, low=0.01, high=50.0, help="largest sigma (pixels)"),
+        Param(
+            "sigma_min", float, 0.1, low=0.01, high=50.0, help="smallest sigma (pixels)", log=True
+        ),
+        Param(
+            "sigma_max", float, 2.0, low=0.01, high=50.0, help="largest sigma (pixels)", log=True
+        ),
         BORDER,
         _p(),
     )

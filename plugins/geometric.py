@@ -233,8 +233,18 @@ class ResizedCrop(GeometricAugmenter):
     params = (
         Param("scale_min", float, 0.08, low=0.0, high=1.0, help="smallest area fraction"),
         Param("scale_max", float, 1.0, low=0.0, high=1.0, help="largest area fraction"),
-        Param("ratio_min", float, 3 / 4, low=0.01, high=100.0, help="smallest width / height"),
-        Param("ratio_max", float, 4 / 3, low=0.01, high=100.0, help="largest width / height"),
+        Param(
+            "ratio_min",
+            float,
+            3 / 4,
+            low=0.01,
+            high=100.0,
+            help="smallest width / height",
+            log=True,
+        ),
+        Param(
+            "ratio_max", float, 4 / 3, low=0.01, high=100.0, help="largest width / height", log=True
+        ),
         INTERPOLATION,
         _p(1.0),
     )

@@ -121,7 +121,13 @@ class _Mixing(ImageAugmenter):
 
 def _alpha(default: float) -> Param:
     return Param(
-        "alpha", float, default, low=1e-3, high=100.0, help="Beta(alpha, alpha) of the weights"
+        "alpha",
+        float,
+        default,
+        low=1e-3,
+        high=100.0,
+        help="Beta(alpha, alpha) of the weights",
+        log=True,
     )
 
 

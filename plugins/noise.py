@@ -108,8 +108,24 @@ class ShotNoise(ImageAugmenter):
     name = "shot_noise"
     description = "Poisson (photon) noise; fewer photons per white pixel = noisier"
     params = (
-        Param("photons_min", float, 12.0, low=0.1, high=1000.0, help="fewest photons (noisiest)"),
-        Param("photons_max", float, 60.0, low=0.1, high=1000.0, help="most photons (cleanest)"),
+        Param(
+            "photons_min",
+            float,
+            12.0,
+            low=0.1,
+            high=1000.0,
+            help="fewest photons (noisiest)",
+            log=True,
+        ),
+        Param(
+            "photons_max",
+            float,
+            60.0,
+            low=0.1,
+            high=1000.0,
+            help="most photons (cleanest)",
+            log=True,
+        ),
         _p(),
     )
 

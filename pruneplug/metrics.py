@@ -12,6 +12,10 @@
 * **Latency** is the median wall time of repeated forward passes after a warm-up, under
   ``torch.inference_mode``. It varies between runs and machines, so reports can leave it out.
 
+**Devices.** Every metric runs where the model is and moves what it needs there: the example
+input and each batch of ``data`` go to the model's device (the model itself is never moved), and
+every result is a plain Python number. Two models compared may sit on different devices.
+
 :func:`compare` puts two models side by side in a :class:`Report`, printed as a text table or
 shown as an HTML table in notebooks.
 """
@@ -28,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .contracts import prunable_layers
-from .engine import Data, evaluate, evaluation_mode
+from .engine import Data, evaluate, evaluation_mode, model_device
 
 
 def effective(model: nn.Module, name: str) -> Tensor:
@@ -75,11 +79,6 @@ def global_sparsity(model: nn.Module) -> float:
     return zeros / sum(w.numel() for w in weights)
 
 
-def model_device(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
 def macs(model: nn.Module, example_input: Tensor) -> int:
     """Multiply-accumulates of one eval-mode forward pass on ``example_input`` (a batch).
 
@@ -104,7 +103,7 @@ def latency(model: nn.Module, example_input: Tensor, repeats: int = 20, warmup: 
         raise ValueError(f"warmup={warmup!r}: give a whole number >= 0")
     device = model_device(model)
     example_input = example_input.to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     times = []
     with evaluation_mode(model), torch.inference_mode():
         for i in range(warmup + repeats):
