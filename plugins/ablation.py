@@ -37,13 +37,17 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pruneplug import Param, Scorer, Scores, hookimpl, prunable_layers
-from pruneplug.contracts import Batch, LossFn
-from pruneplug.engine import evaluation_mode
-from pruneplug.metrics import model_device
+from pruneplug import Batch, LossFn, Param, Scorer, Scores, hookimpl, prunable_layers
+from pruneplug.plumbing import (
+    evaluation_mode,
+    max_batches_param,
+    model_device,
+    scalar_loss,
+    take_batches,
+)
 
 from .bn_scale import batchnorm_after
-from .gradient import masked_weights_kept, max_batches_param, scalar_loss, take_batches
+from .gradient import masked_weights_kept
 
 Hook = Callable[[nn.Module, tuple, Tensor], Tensor]
 

@@ -18,30 +18,18 @@ from the batch nor updated) and asks autograd for the gradient with respect to t
 so the model's parameters, their ``.grad`` and every module's training mode are exactly as before
 the call. The random start is drawn from the augmenter's generator, so a seed repeats it. Targets
 may be class indices or soft labels, whatever ``loss_fn`` (default: cross-entropy) accepts.
+The attack runs where the model is (images, targets and the random start are moved there) and
+the adversarial images come back on the images' device; the model is never moved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from pruneplug import ImageAugmenter, Param, hookimpl
-from pruneplug.contracts import LossFn
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every module of ``model`` in evaluation mode, then restore each one's own mode."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
+from pruneplug import AdversarialAugmenter, LossFn, Param, hookimpl
 
 
 def input_gradient_sign(
@@ -55,49 +43,11 @@ def input_gradient_sign(
     return grad.sign()
 
 
-class _Attack(ImageAugmenter):
-    """Shared checks of FGSM and PGD: targets are required; the model runs in eval mode."""
-
-    needs_model = True
-
-    def apply(
-        self,
-        images: Tensor,
-        params: Mapping[str, Tensor],
-        *,
-        targets: Tensor | None,
-        model: nn.Module | None,
-        loss_fn: LossFn | None,
-    ) -> tuple[Tensor, None]:
-        if targets is None:
-            raise ValueError(
-                f"augmenter {self.name!r} attacks the loss on the true labels: call it as "
-                "aug(images, targets, model=model)"
-            )
-        assert model is not None  # the base class refuses a call without a model
-        with eval_mode(model):
-            adversarial = self.attack(
-                images, targets, params, model, loss_fn or nn.functional.cross_entropy
-            )
-        return adversarial.detach(), None
-
-    def attack(
-        self,
-        images: Tensor,
-        targets: Tensor,
-        params: Mapping[str, Tensor],
-        model: nn.Module,
-        loss_fn: LossFn,
-    ) -> Tensor:
-        """Return adversarial images within ``eps`` of ``images`` and inside [0, 1]."""
-        raise NotImplementedError
-
-
 _EPS = Param("eps", float, 8 / 255, low=0.0, high=1.0, help="radius of the L-inf ball")
 _P = Param("p", float, 1.0, low=0.0, high=1.0, help="probability per sample")
 
 
-class FGSM(_Attack):
+class FGSM(AdversarialAugmenter):
     name = "fgsm"
     description = "Fast gradient sign step of size eps up the loss (Goodfellow et al. 2015)"
     params = (_EPS, _P)
@@ -114,7 +64,7 @@ class FGSM(_Attack):
         return (images + step).clamp(0, 1)
 
 
-class PGD(_Attack):
+class PGD(AdversarialAugmenter):
     name = "pgd"
     description = "Projected gradient ascent in the L-inf eps-ball (Madry et al. 2018)"
     params = (

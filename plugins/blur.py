@@ -117,9 +117,9 @@ class BoxBlur(ImageAugmenter):
         box = (inside[:, :, None] & inside[:, None, :]).float()
         return box / (size.float() ** 2).view(-1, 1, 1)
 
-    def apply(self, images: Tensor, params: Mapping[str, Tensor], **context) -> tuple[Tensor, None]:
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         kernels = _identity(self.kernels(params), params)
-        return filter_images(images, kernels, self.config["border"]), None
+        return filter_images(images, kernels, self.config["border"])
 
 
 class GaussianBlur(ImageAugmenter):
@@ -127,8 +127,12 @@ class GaussianBlur(ImageAugmenter):
     description = "Gaussian filter with sigma drawn per sample"
     params = (
         Param("kernel_size", int, 3, low=1, high=31, help="kernel size (odd)"),
-        Param("sigma_min", float, 0.1, low=0.01, high=50.0, help="smallest sigma (pixels)"),
-        Param("sigma_max", float, 2.0, low=0.01, high=50.0, help="largest sigma (pixels)"),
+        Param(
+            "sigma_min", float, 0.1, low=0.01, high=50.0, help="smallest sigma (pixels)", log=True
+        ),
+        Param(
+            "sigma_max", float, 2.0, low=0.01, high=50.0, help="largest sigma (pixels)", log=True
+        ),
         BORDER,
         _p(),
     )
@@ -158,9 +162,9 @@ class GaussianBlur(ImageAugmenter):
         g = g / g.sum(1, keepdim=True)
         return g[:, :, None] * g[:, None, :]
 
-    def apply(self, images: Tensor, params: Mapping[str, Tensor], **context) -> tuple[Tensor, None]:
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         kernels = _identity(self.kernels(params), params)
-        return filter_images(images, kernels, self.config["border"]), None
+        return filter_images(images, kernels, self.config["border"])
 
 
 @hookimpl

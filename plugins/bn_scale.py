@@ -22,9 +22,7 @@ from collections.abc import Iterable
 import torch.fx
 from torch import nn
 
-from pruneplug import Scorer, Scores, hookimpl, prunable_layers
-from pruneplug.contracts import Batch, LossFn
-from pruneplug.metrics import layer_weight
+from pruneplug import Batch, LossFn, Scorer, Scores, effective_weight, hookimpl, prunable_layers
 
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -86,7 +84,7 @@ class BNScale(Scorer):
                 "layer, so bn_scale has no gamma to read: use it on conv -> BatchNorm models "
                 "(or Linear -> BatchNorm1d), or use the magnitude or taylor scorer"
             )
-        return Scores(unit={layer: layer_weight(bn).abs() for layer, bn in pairs.items()})
+        return Scores(unit={layer: effective_weight(bn).abs() for layer, bn in pairs.items()})
 
 
 @hookimpl

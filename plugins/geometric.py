@@ -105,8 +105,8 @@ class _Flip(GeometricAugmenter):
         flip[self.axis, 2] = (w, h)[self.axis] - 1
         return flip.expand(n, 3, 3)
 
-    def apply(self, images: Tensor, params: Mapping[str, Tensor], **context) -> tuple[Tensor, None]:
-        return images.flip(-1 - self.axis), None
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return images.flip(-1 - self.axis)
 
 
 class HorizontalFlip(_Flip):
@@ -233,8 +233,18 @@ class ResizedCrop(GeometricAugmenter):
     params = (
         Param("scale_min", float, 0.08, low=0.0, high=1.0, help="smallest area fraction"),
         Param("scale_max", float, 1.0, low=0.0, high=1.0, help="largest area fraction"),
-        Param("ratio_min", float, 3 / 4, low=0.01, high=100.0, help="smallest width / height"),
-        Param("ratio_max", float, 4 / 3, low=0.01, high=100.0, help="largest width / height"),
+        Param(
+            "ratio_min",
+            float,
+            3 / 4,
+            low=0.01,
+            high=100.0,
+            help="smallest width / height",
+            log=True,
+        ),
+        Param(
+            "ratio_max", float, 4 / 3, low=0.01, high=100.0, help="largest width / height", log=True
+        ),
         INTERPOLATION,
         _p(1.0),
     )

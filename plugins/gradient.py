@@ -46,62 +46,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from itertools import islice
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from pruneplug import Param, Scorer, Scores, hookimpl, prunable_layers
-from pruneplug.contracts import Batch, LossFn
-from pruneplug.engine import evaluation_mode
-from pruneplug.metrics import layer_weight, model_device
-
-
-def max_batches_param(default: int) -> Param:
-    return Param(
-        "max_batches", int, default, low=1, help="number of batches (from the start) to average"
-    )
-
-
-def take_batches(batches: Iterable[Batch], max_batches: int, device: torch.device) -> list[Batch]:
-    """The first ``max_batches`` (inputs, targets) pairs of ``batches``, on ``device``.
-
-    Collected once, so a scorer that passes over them several times sees the same batches even
-    when ``batches`` is a one-shot iterator or a shuffling loader.
-    """
-    taken: list[Batch] = []
-    for i, batch in enumerate(islice(iter(batches), max_batches)):
-        if not (
-            isinstance(batch, (tuple, list))
-            and len(batch) == 2
-            and all(isinstance(t, Tensor) for t in batch)
-        ):
-            raise ValueError(
-                f"batch {i} is a {type(batch).__name__}, not an (inputs, targets) pair of "
-                "tensors: pass a DataLoader over a TensorDataset or a list of (x, y) tuples"
-            )
-        inputs, targets = batch
-        if len(inputs) == 0 or len(inputs) != len(targets):
-            raise ValueError(
-                f"batch {i} has {len(inputs)} inputs and {len(targets)} targets: each batch "
-                "needs at least one sample and one target per input"
-            )
-        taken.append((inputs.to(device), targets.to(device)))
-    if not taken:
-        raise ValueError("batches yielded nothing: give at least one (inputs, targets) batch")
-    return taken
-
-
-def scalar_loss(loss: Tensor) -> Tensor:
-    """``loss``, after checking that ``loss_fn`` reduced it to a scalar over the batch."""
-    if not isinstance(loss, Tensor) or loss.dim() != 0:
-        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-        raise ValueError(
-            f"loss_fn returned {shape}, not a scalar tensor: reduce the loss over the batch "
-            "(e.g. reduction='mean')"
-        )
-    return loss
+from pruneplug import Batch, LossFn, Scorer, Scores, effective_weight, hookimpl, prunable_layers
+from pruneplug.plumbing import (
+    evaluation_mode,
+    max_batches_param,
+    model_device,
+    scalar_loss,
+    take_batches,
+)
 
 
 @contextmanager
@@ -134,7 +91,7 @@ def weight_leaves(
     and the pruned layers' ``weight`` attributes are restored.
     """
     layers = prunable_layers(model)
-    leaves = {name: layer_weight(layer).requires_grad_() for name, layer in layers.items()}
+    leaves = {name: effective_weight(layer).requires_grad_() for name, layer in layers.items()}
     swapped: dict[str, Tensor] = {}
     for name, layer in layers.items():
         prefix = f"{name}." if name else ""

@@ -21,14 +21,10 @@ Per-weight scores only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from pruneplug import Scorer, Scores, hookimpl, prunable_layers
-from pruneplug.contracts import Batch, LossFn
-from pruneplug.metrics import layer_weight
+from pruneplug import LayerScorer, hookimpl
 
 
 def lamp_scores(weight: Tensor) -> Tensor:
@@ -43,16 +39,12 @@ def lamp_scores(weight: Tensor) -> Tensor:
     return scores.view_as(weight).to(weight.dtype)
 
 
-class LAMP(Scorer):
+class LAMP(LayerScorer):
     name = "lamp"
     description = "Layer-adaptive magnitude score w^2 / sum of larger w^2, for global pruning"
 
-    def score(self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn) -> Scores:
-        return Scores(
-            weight={
-                name: lamp_scores(layer_weight(m)) for name, m in prunable_layers(model).items()
-            }
-        )
+    def score_layer(self, name: str, weight: Tensor) -> Tensor:
+        return lamp_scores(weight)
 
 
 @hookimpl

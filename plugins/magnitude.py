@@ -9,28 +9,23 @@ Efficient ConvNets", ICLR 2017.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from torch import Tensor
 
-from torch import nn
-
-from pruneplug import Param, Scorer, Scores, hookimpl, prunable_layers
-from pruneplug.contracts import Batch, LossFn
+from pruneplug import LayerScorer, Param, hookimpl
 
 
-class Magnitude(Scorer):
+class Magnitude(LayerScorer):
     name = "magnitude"
     description = "|w| per weight; L1 or L2 norm of each unit's weights per neuron/channel"
     params = (
         Param("p", int, 1, choices=(1, 2), help="norm of a unit's weights: 1 (L1) or 2 (L2)"),
     )
 
-    def score(self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn) -> Scores:
-        scores = Scores()
-        for name, layer in prunable_layers(model).items():
-            w = layer.weight.detach()
-            scores.weight[name] = w.abs()
-            scores.unit[name] = w.flatten(1).norm(p=self.config["p"], dim=1)
-        return scores
+    def score_layer(self, name: str, weight: Tensor) -> Tensor:
+        return weight.abs()
+
+    def score_units(self, name: str, weight: Tensor) -> Tensor:
+        return weight.flatten(1).norm(p=self.config["p"], dim=1)
 
 
 @hookimpl

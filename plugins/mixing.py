@@ -36,7 +36,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from pruneplug import ImageAugmenter, Param, hookimpl
+from pruneplug import MixingAugmenter, Param, hookimpl
 
 
 def beta(alpha: float, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -86,10 +86,8 @@ def soft_targets(targets: Tensor, num_classes: int, dtype: torch.dtype) -> Tenso
     return nn.functional.one_hot(targets, num_classes).to(dtype)
 
 
-class _Mixing(ImageAugmenter):
+class _Mixing(MixingAugmenter):
     """Shared part of mixup and CutMix: the pairing, the weights and the label mixing."""
-
-    mixes_targets = True
 
     def generate_parameters(
         self, shape: torch.Size, generator: torch.Generator, device: torch.device
@@ -100,15 +98,9 @@ class _Mixing(ImageAugmenter):
             "perm": torch.randperm(n, generator=generator, device=device),
         }
 
-    def apply(
-        self,
-        images: Tensor,
-        params: Mapping[str, Tensor],
-        *,
-        targets: Tensor | None,
-        **context,
+    def mix(
+        self, images: Tensor, targets: Tensor, params: Mapping[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
-        assert targets is not None  # the base class refuses a call without targets
         soft = soft_targets(targets, self.config["num_classes"], images.dtype)
         perm, lam = params["perm"], params["lam"]
         mixed = torch.lerp(soft[perm], soft, lam.to(soft).unsqueeze(1))
@@ -121,7 +113,13 @@ class _Mixing(ImageAugmenter):
 
 def _alpha(default: float) -> Param:
     return Param(
-        "alpha", float, default, low=1e-3, high=100.0, help="Beta(alpha, alpha) of the weights"
+        "alpha",
+        float,
+        default,
+        low=1e-3,
+        high=100.0,
+        help="Beta(alpha, alpha) of the weights",
+        log=True,
     )
 
 

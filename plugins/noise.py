@@ -68,9 +68,9 @@ class GaussianNoise(ImageAugmenter):
         sigma = _uniform(self, "sigma_min", "sigma_max", shape[0], generator, device)
         return {"sigma": sigma, "noise": torch.randn(shape, generator=generator, device=device)}
 
-    def apply(self, images: Tensor, params: Mapping[str, Tensor], **context) -> tuple[Tensor, None]:
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         sigma = params["sigma"].to(images.dtype).view(-1, 1, 1, 1)
-        return (images + sigma * params["noise"].to(images.dtype)).clamp_(0, 1), None
+        return (images + sigma * params["noise"].to(images.dtype)).clamp_(0, 1)
 
 
 class SaltAndPepper(ImageAugmenter):
@@ -95,21 +95,37 @@ class SaltAndPepper(ImageAugmenter):
         uniform = torch.rand(n, 1, h, w, generator=generator, device=device)
         return {"amount": amount, "uniform": uniform}
 
-    def apply(self, images: Tensor, params: Mapping[str, Tensor], **context) -> tuple[Tensor, None]:
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         amount = params["amount"].view(-1, 1, 1, 1)
         u = params["uniform"]
         salt = u < amount * self.config["salt_ratio"]
         pepper = ~salt & (u < amount)
         out = images.masked_fill(salt, 1.0)
-        return out.masked_fill_(pepper, 0.0), None
+        return out.masked_fill_(pepper, 0.0)
 
 
 class ShotNoise(ImageAugmenter):
     name = "shot_noise"
     description = "Poisson (photon) noise; fewer photons per white pixel = noisier"
     params = (
-        Param("photons_min", float, 12.0, low=0.1, high=1000.0, help="fewest photons (noisiest)"),
-        Param("photons_max", float, 60.0, low=0.1, high=1000.0, help="most photons (cleanest)"),
+        Param(
+            "photons_min",
+            float,
+            12.0,
+            low=0.1,
+            high=1000.0,
+            help="fewest photons (noisiest)",
+            log=True,
+        ),
+        Param(
+            "photons_max",
+            float,
+            60.0,
+            low=0.1,
+            high=1000.0,
+            help="most photons (cleanest)",
+            log=True,
+        ),
         _p(),
     )
 
@@ -128,7 +144,7 @@ class ShotNoise(ImageAugmenter):
             "uniform": torch.rand(shape, generator=generator, device=device),
         }
 
-    def apply(self, images: Tensor, params: Mapping[str, Tensor], **context) -> tuple[Tensor, None]:
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         photons = params["photons"].view(-1, 1, 1, 1)
         rate = images.float() * photons
         u = params["uniform"]
@@ -140,7 +156,7 @@ class ShotNoise(ImageAugmenter):
             enough = torch.special.gammaincc(mid + 1, rate) >= u
             high = torch.where(enough, mid, high)
             low = torch.where(enough, low, mid + 1)
-        return (low / photons).clamp_(0, 1).to(images.dtype), None
+        return (low / photons).clamp_(0, 1).to(images.dtype)
 
 
 class ImpulseNoise(ImageAugmenter):
@@ -164,9 +180,9 @@ class ImpulseNoise(ImageAugmenter):
         values = torch.rand(shape, generator=generator, device=device)
         return {"amount": amount, "uniform": uniform, "values": values}
 
-    def apply(self, images: Tensor, params: Mapping[str, Tensor], **context) -> tuple[Tensor, None]:
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         hit = params["uniform"] < params["amount"].view(-1, 1, 1, 1)
-        return torch.where(hit, params["values"].to(images.dtype), images), None
+        return torch.where(hit, params["values"].to(images.dtype), images)
 
 
 @hookimpl

@@ -19,8 +19,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from pruneplug import Param, Scorer, Scores, hookimpl, prunable_layers
-from pruneplug.contracts import Batch, LossFn
+from pruneplug import Batch, LossFn, Param, Scorer, Scores, hookimpl, prunable_layers
 
 
 class RandomImportance(Scorer):

@@ -1,20 +1,23 @@
 """pruneplug: neural-network pruning and data augmentation in PyTorch, with pluggy plugins.
 
 The public API is re-exported here; submodules hold one concern each (``data``, ``models``,
-``engine``, ``metrics``, ``serialize``, ``registry``, ``params``, ``contracts``).
+``engine``, ``metrics``, ``serialize``, ``registry``, ``params``, ``contracts``, ``plumbing``).
 """
 
 from .contracts import (
+    AdversarialAugmenter,
     ImageAugmenter,
+    LayerScorer,
+    MixingAugmenter,
     Plugin,
     Pruner,
     Scorer,
     Scores,
     TextAugmenter,
-    prunable_layers,
 )
 from .hookspecs import hookimpl
 from .params import Param, ParamError
+from .plumbing import Batch, LossFn, effective_weight, prunable_layers
 from .registry import (
     PluginLoadWarning,
     UnknownPluginError,
@@ -29,7 +32,12 @@ from .registry import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdversarialAugmenter",
+    "Batch",
     "ImageAugmenter",
+    "LayerScorer",
+    "LossFn",
+    "MixingAugmenter",
     "Param",
     "ParamError",
     "Plugin",
@@ -39,6 +47,7 @@ __all__ = [
     "Scores",
     "TextAugmenter",
     "UnknownPluginError",
+    "effective_weight",
     "get_augmenter",
     "get_pruner",
     "get_registry",

@@ -153,10 +153,8 @@ class GeometricAugmenter(ImageAugmenter):
             k: self.config[k] for k in ("interpolation", "padding_mode", "fill") if k in self.config
         }
 
-    def apply(
-        self, images: Tensor, params: Mapping[str, Tensor], **context: Any
-    ) -> tuple[Tensor, None]:
-        return warp(images, self.sampling_matrix(params, images.shape), **self.warp_options()), None
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return warp(images, self.sampling_matrix(params, images.shape), **self.warp_options())
 
 
 INTERPOLATION = Param(
@@ -224,10 +222,8 @@ class ColourAugmenter(ImageAugmenter):
         eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
         return torch.where(applied.view(-1, 1, 1), a, eye), torch.where(applied.view(-1, 1), t, 0)
 
-    def apply(
-        self, images: Tensor, params: Mapping[str, Tensor], **context: Any
-    ) -> tuple[Tensor, None]:
-        return colour_pass(images, [(self, params)]), None
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return colour_pass(images, [(self, params)])
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -289,8 +285,8 @@ class _Pipeline(ImageAugmenter):
         super().__init__(**params)
         self.augmenters = _check_augmenters(augmenters, type(self).__name__)
         # instance attributes: the flags of a pipeline are those of its stages
-        self.mixes_targets = any(a.mixes_targets for a in self.augmenters)  # type: ignore[misc]
-        self.needs_model = any(a.needs_model for a in self.augmenters)  # type: ignore[misc]
+        self.mixes_targets = any(a.mixes_targets for a in self.augmenters)
+        self.needs_model = any(a.needs_model for a in self.augmenters)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(a) for a in self.augmenters)
@@ -343,11 +339,10 @@ class Compose(_Pipeline):
         """Every stage's parameters (with its ``applied``) under ``"<stage index>.<key>"``."""
         return _draw_children(self.augmenters, shape, generator, device)
 
-    def apply(
+    def _apply(
         self,
         images: Tensor,
         params: Mapping[str, Tensor],
-        *,
         targets: Tensor | None,
         model: nn.Module | None,
         loss_fn: LossFn | None,
@@ -452,11 +447,10 @@ class OneOf(_Pipeline):
             t = torch.where(sub["applied"].view(-1, 1), t_i.to(t), t)
         return a, t
 
-    def apply(
+    def _apply(
         self,
         images: Tensor,
         params: Mapping[str, Tensor],
-        *,
         targets: Tensor | None,
         model: nn.Module | None,
         loss_fn: LossFn | None,
@@ -513,9 +507,7 @@ class TorchvisionAugmenter(ImageAugmenter):
         """``seed``: one seed per sample for torch's RNG while the transform runs on it."""
         return {"seed": torch.randint(0, 2**62, (shape[0],), generator=generator, device=device)}
 
-    def apply(
-        self, images: Tensor, params: Mapping[str, Tensor], **context: Any
-    ) -> tuple[Tensor, None]:
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         out = images.clone()
         applied = params.get("applied", torch.ones(len(images), dtype=torch.bool))
         seeds = params["seed"].tolist()
@@ -532,7 +524,7 @@ class TorchvisionAugmenter(ImageAugmenter):
                         "input size inside the transform)"
                     )
                 out[i] = result
-        return out.clamp_(0, 1), None
+        return out.clamp_(0, 1)
 
 
 def from_torchvision(

@@ -34,7 +34,14 @@ import torch
 from torch import Tensor, nn
 
 from .params import Param, validate
-from .plumbing import Batch, LossFn, effective_weight, evaluation_mode, prunable_layers
+from .plumbing import (
+    Batch,
+    LossFn,
+    effective_weight,
+    evaluation_mode,
+    model_device,
+    prunable_layers,
+)
 
 
 class Plugin:
@@ -276,6 +283,16 @@ def default_generator(device: torch.device | str = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def check_generator(generator: Any) -> torch.Generator:
+    """``generator`` itself when it is a ``torch.Generator``; a clear error otherwise."""
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}: e.g. "
+            "torch.Generator().manual_seed(0)"
+        )
+    return generator
+
+
 def check_images(images: Tensor) -> Tensor:
     """Check the image contract and return a 4-D batch view (``N x C x H x W``).
 
@@ -325,6 +342,12 @@ class ImageAugmenter(Plugin):
     :class:`MixingAugmenter` and implement ``mix``; adversarial ones derive from
     :class:`AdversarialAugmenter` and implement ``attack``. The flags below say which family an
     augmenter (or a pipeline of them) belongs to.
+
+    **Devices.** The generator may be on any device, whatever device the images are on:
+    parameters are drawn on the generator's device and then moved to the images' device (as
+    kornia does), so a CPU generator with a given seed draws the same parameters for CPU and
+    CUDA images. Without a generator, one on the images' device is seeded from torch's global
+    RNG. :meth:`generate_parameters` therefore receives the generator's device.
     """
 
     kind = "augmenter"
@@ -345,8 +368,9 @@ class ImageAugmenter(Plugin):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Augment ``images``; returns ``images`` or, when targets are given, ``(images, targets)``.
 
-        ``generator`` makes the draw repeatable (default: seeded from torch's global RNG).
-        The result is always a new tensor, even when no sample was selected.
+        ``generator`` (on any device) makes the draw repeatable (default: one on the images'
+        device, seeded from torch's global RNG). The result is always a new tensor, on the
+        images' device, even when no sample was selected; targets come back on that device too.
         """
         batch = check_images(images)
         if self.mixes_targets and targets is None:
@@ -357,13 +381,16 @@ class ImageAugmenter(Plugin):
             raise ValueError(
                 f"got {len(batch)} images but {len(targets)} targets: give one target per image"
             )
+        if targets is not None:
+            targets = targets.to(batch.device)
         if self.needs_model and model is None:
             raise ValueError(
                 f"augmenter {self.name!r} needs the model: call it as aug(images, targets, "
                 "model=model)"
             )
-        generator = generator or default_generator(batch.device)
-        params = self.forward_parameters(batch.shape, generator, batch.device)
+        if generator is None:
+            generator = default_generator(batch.device)
+        params = self.forward_parameters(batch.shape, check_generator(generator), batch.device)
         out, new_targets = self.transform(
             batch, params, targets=targets, model=model, loss_fn=loss_fn
         )
@@ -381,14 +408,19 @@ class ImageAugmenter(Plugin):
         as ``rand(N) < p``; without a ``p`` parameter, or with ``p = 1``, it is all true and
         nothing more is drawn. Pipelines (:class:`pruneplug.augment.Compose`) call this for each
         stage in order, so a pipeline draws exactly what calling the stages one by one would.
+
+        Everything is drawn on ``generator.device`` (the only device a generator can draw on)
+        and returned on ``device``, the images' device; the same generator state gives the same
+        parameters whatever ``device`` is.
         """
-        params = dict(self.generate_parameters(shape, generator, device))
+        draw_on = generator.device
+        params = dict(self.generate_parameters(shape, generator, draw_on))
         p = self.config.get("p", 1.0)
         if p < 1:
-            params["applied"] = torch.rand(shape[0], generator=generator, device=device) < p
+            params["applied"] = torch.rand(shape[0], generator=generator, device=draw_on) < p
         else:
-            params["applied"] = torch.ones(shape[0], dtype=torch.bool, device=device)
-        return params
+            params["applied"] = torch.ones(shape[0], dtype=torch.bool, device=draw_on)
+        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in params.items()}
 
     def transform(
         self,
@@ -425,7 +457,11 @@ class ImageAugmenter(Plugin):
     def generate_parameters(
         self, shape: torch.Size, generator: torch.Generator, device: torch.device
     ) -> dict[str, Tensor]:
-        """Draw this augmenter's random parameters for each of the ``shape[0]`` samples."""
+        """Draw this augmenter's random parameters for each of the ``shape[0]`` samples.
+
+        ``device`` is the generator's device: draw there (``torch.rand(..., generator=generator,
+        device=device)``); :meth:`forward_parameters` moves the result to the images' device.
+        """
         return {}
 
     def _apply(
@@ -440,7 +476,14 @@ class ImageAugmenter(Plugin):
 
         The family bases (and pipelines, which take everything) override this; plugins do not.
         """
-        return self.apply(images, params), None
+        out = self.apply(images, params)
+        if not isinstance(out, Tensor):
+            raise TypeError(
+                f"augmenter {self.name!r}: apply returned a {type(out).__name__}, not the "
+                "images: apply(images, params) returns only the augmented images (to change "
+                "targets too, derive from MixingAugmenter and implement mix)"
+            )
+        return out, None
 
     def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         """Apply ``params`` to every sample of ``images`` (``N x C x H x W``) and return them.
@@ -484,8 +527,9 @@ class AdversarialAugmenter(ImageAugmenter):
     """An augmenter that perturbs images to raise a model's loss on their true labels.
 
     Implement :meth:`attack`. Calls must give targets and ``model=``; the base class runs the
-    attack with the model in eval mode (each module's mode restored afterwards), with
-    ``loss_fn`` defaulting to cross-entropy, and returns the images detached.
+    attack where the model is (images, targets and parameters moved there; the model is never
+    moved), in eval mode (each module's mode restored afterwards), with ``loss_fn`` defaulting
+    to cross-entropy, and returns the images detached, on their own device.
     """
 
     needs_model = True
@@ -504,11 +548,17 @@ class AdversarialAugmenter(ImageAugmenter):
                 "aug(images, targets, model=model)"
             )
         assert model is not None  # __call__ refuses a call without a model
+        device = model_device(model, default=images.device)  # attack where the model is
+        moved = {key: value.to(device) for key, value in params.items()}
         with evaluation_mode(model):
             adversarial = self.attack(
-                images, targets, params, model, loss_fn or nn.functional.cross_entropy
+                images.to(device),
+                targets.to(device),
+                moved,
+                model,
+                loss_fn or nn.functional.cross_entropy,
             )
-        return adversarial.detach(), None
+        return adversarial.detach().to(images.device), None
 
     def attack(
         self,
@@ -525,8 +575,9 @@ class AdversarialAugmenter(ImageAugmenter):
 class TextAugmenter(Plugin):
     """Text augmenter: a list of strings in, a list of strings of the same length out.
 
-    Implement :meth:`augment_one`, which receives one text and a ``torch.Generator`` to draw its
-    randomness from (same seed, same output). The base class checks the input.
+    Implement :meth:`augment_one`, which receives one text and a CPU ``torch.Generator`` to draw
+    its randomness from (same seed, same output). The base class checks the input. Text has no
+    device; a generator on another device (CUDA) seeds a CPU generator with one draw from it.
     """
 
     kind = "augmenter"
@@ -546,7 +597,11 @@ class TextAugmenter(Plugin):
                 f"texts[{bad[0]}] is empty or not a string: give non-empty strings "
                 "(drop empty lines first)"
             )
-        generator = generator or default_generator()
+        if generator is None:
+            generator = default_generator()
+        elif check_generator(generator).device.type != "cpu":
+            seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
+            generator = torch.Generator().manual_seed(int(seed.item()))
         return [self.augment_one(text, generator) for text in texts]
 
     def augment_one(self, text: str, generator: torch.Generator) -> str:

@@ -91,7 +91,11 @@ class Splits:
 
 def _check_seed(loader: str, seed: object) -> None:
     """Refuse a seed scikit-learn would refuse later, with the loader's name and the fix."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**32:
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, numbers.Integral)
+        or not 0 <= int(seed) < 2**32
+    ):
         raise ValueError(f"{loader}: seed must be an int in [0, 2**32), got {seed!r}")
 
 

@@ -14,13 +14,20 @@ afterwards, so a call does not shift the caller's random stream) and the trainin
 shuffles with its own generator seeded by ``seed``; on CPU two calls with the same seed give
 bit-identical weights. Models pruned with :mod:`torch.nn.utils.prune` train as they are: the
 optimiser updates ``weight_orig`` and the mask keeps pruned weights at exactly zero.
+
+**Devices.** ``device=None`` (the default of :func:`train`, :func:`fine_tune` and
+:func:`evaluate`) runs where the model's parameters are: the model is never moved behind the
+caller's back. A device given explicitly moves the model there in place, as ``model.to(device)``
+does, before anything else. Every batch is moved to that device as it is used, so the data may
+live anywhere; other models that a penalty runs (a distillation teacher) run where their own
+parameters are (:func:`forward_on`). :func:`pick_device` is the helper for choosing a device
+(CUDA when present).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,6 +35,8 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+
+from .plumbing import evaluation_mode, model_device
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Penalty = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -50,28 +59,59 @@ COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", 
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as a :class:`torch.device`; ``None`` picks CUDA when present, else the CPU."""
+    """``device`` as a checked :class:`torch.device`; ``None`` picks CUDA when present, else CPU.
+
+    A helper for choosing where to put a model (``model.to(pick_device())``); the training
+    functions themselves read ``device=None`` as "where the model is" (:func:`training_device`).
+    Raises ``ValueError`` for a string that names no device and for a CUDA device this machine
+    lacks, rather than failing later inside a kernel.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and not torch.cuda.is_available():
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
         raise ValueError(
-            f"device={str(device)!r} was asked for but CUDA is not available here: pass "
-            "device='cpu' or device=None (automatic)"
-        )
+            f"device={device!r} is not a device: give 'cpu', 'cuda', 'cuda:1', a torch.device, "
+            "or None (run where the model is)"
+        ) from error
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device={str(device)!r} was asked for but CUDA is not available here: pass "
+                "device='cpu' or device=None (where the model is)"
+            )
+        if chosen.index is not None and chosen.index >= count:
+            raise ValueError(
+                f"device={str(device)!r} was asked for but this machine has {count} CUDA "
+                f"device(s), cuda:0 to cuda:{count - 1}"
+            )
     return chosen
 
 
-@contextmanager
-def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block, then restore every sub-module's own mode."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
+def training_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """The device a training function runs ``model`` on (the device policy of this module).
+
+    ``None``: where the model's parameters are, and nothing is moved. Anything else is checked
+    by :func:`pick_device` and the model is moved there **in place** (``model.to(device)``).
+    """
+    if device is None:
+        return model_device(model)
+    chosen = pick_device(device)
+    model.to(chosen)
+    return chosen
+
+
+def forward_on(model: nn.Module, inputs: Tensor) -> Tensor:
+    """``model(inputs)`` run where ``model`` lives; the output comes back on the inputs' device.
+
+    How a training step uses a second model (a teacher) that may sit on another device than the
+    one being trained: the batch goes to the model, not the model to the batch, so the caller's
+    model is never moved. A model without parameters or buffers runs on the inputs' device.
+    """
+    output = model(inputs.to(model_device(model, default=inputs.device)))
+    return output.to(inputs.device)
 
 
 def refresh_masked_weights(model: nn.Module) -> None:
@@ -246,8 +286,10 @@ def train(
         penalty: ``penalty(model, inputs, logits) -> scalar`` added to the loss at each step.
         augment: ``augment(inputs, targets) -> (inputs, targets)`` on each training batch.
         on_epoch_end: ``on_epoch_end(epoch, model)`` after each epoch (``epoch`` from 1).
-        device: where to train; ``None`` picks CUDA when present (see :func:`pick_device`).
-            The model is moved there.
+        device: where to train. ``None`` (default): where the model's parameters are, and
+            the model is not moved. A device (``"cuda"``, ``"cpu"``, a :class:`torch.device`)
+            moves the model there in place, like ``model.to(device)``. Batches are moved to
+            the training device one by one wherever ``data`` keeps them.
         seed: seeds the global RNG for the run (restored afterwards) and the shuffling.
         progress: show a tqdm bar over epochs; ``False`` prints nothing at all.
     """
@@ -255,19 +297,18 @@ def train(
     check_data(data, "data")
     if val_data is not None:
         check_data(val_data, "val_data")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(
             f"{type(model).__name__} has no trainable parameters: unfreeze some "
             "(p.requires_grad_(True)) before training"
         )
-    device = pick_device(device)
+    device = training_device(model, device)
+    params = [p for p in model.parameters() if p.requires_grad]
     loss_fn = loss_fn or nn.functional.cross_entropy
     loader = make_loader(data, batch_size, shuffle=True, seed=seed)
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        model.to(device)
         if optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(
                 params, lr=lr, momentum=momentum, weight_decay=weight_decay
@@ -338,15 +379,11 @@ def evaluate(
 
     Runs in eval mode under ``torch.no_grad`` and restores each sub-module's mode afterwards.
     ``device=None`` runs where the model's parameters are (nothing is moved); a device given
-    explicitly moves the model there. Soft targets count as their argmax class.
+    explicitly moves the model there in place (see :func:`training_device`). Batches are moved
+    to that device one by one. Soft targets count as their argmax class.
     """
     check_data(data, "data")
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    else:
-        device = pick_device(device)
-        model.to(device)
+    device = training_device(model, device)
     loss_fn = loss_fn or nn.functional.cross_entropy
     loader = make_loader(data, batch_size, shuffle=False, seed=0)
     total_loss, correct, seen = 0.0, 0, 0
@@ -371,6 +408,7 @@ FINE_TUNE_DEFAULTS: dict[str, Any] = {"lr": 0.01, "epochs": 5}
 def fine_tune(model: nn.Module, data: Data, **kwargs: Any) -> History:
     """:func:`train` with fine-tuning defaults (``lr=0.01``, ``epochs=5``); any can be overridden.
 
-    Used after pruning to recover accuracy; masked weights stay zero.
+    Used after pruning to recover accuracy; masked weights stay zero. Devices as in
+    :func:`train`: ``device=None`` fine-tunes where the model is.
     """
     return train(model, data, **{**FINE_TUNE_DEFAULTS, **kwargs})

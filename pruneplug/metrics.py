@@ -12,6 +12,10 @@
 * **Latency** is the median wall time of repeated forward passes after a warm-up, under
   ``torch.inference_mode``. It varies between runs and machines, so reports can leave it out.
 
+**Devices.** Every metric runs where the model is and moves what it needs there: the example
+input and each batch of ``data`` go to the model's device (the model itself is never moved), and
+every result is a plain Python number. Two models compared may sit on different devices.
+
 :func:`compare` puts two models side by side in a :class:`Report`, printed as a text table or
 shown as an HTML table in notebooks.
 """
@@ -28,7 +32,8 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .contracts import prunable_layers
-from .engine import Data, evaluate, evaluation_mode
+from .engine import Data, evaluate
+from .plumbing import effective_weight, evaluation_mode, model_device
 
 
 def effective(model: nn.Module, name: str) -> Tensor:
@@ -41,13 +46,6 @@ def effective(model: nn.Module, name: str) -> Tensor:
         if mask is not None:
             return model.get_parameter(name).detach() * mask
     return model.get_parameter(name).detach()
-
-
-def layer_weight(layer: nn.Module) -> Tensor:
-    """A prunable layer's current weight after its mask (not the pre-hook's stale copy)."""
-    return (
-        effective(layer, "weight_orig") if hasattr(layer, "weight_orig") else layer.weight.detach()
-    )
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -64,20 +62,15 @@ def layer_sparsity(model: nn.Module) -> dict[str, float]:
     """Fraction of zero weights of each prunable layer, by name."""
     return {
         name: 1.0 - int(torch.count_nonzero(w)) / w.numel()
-        for name, w in ((n, layer_weight(m)) for n, m in prunable_layers(model).items())
+        for name, w in ((n, effective_weight(m)) for n, m in prunable_layers(model).items())
     }
 
 
 def global_sparsity(model: nn.Module) -> float:
     """Fraction of zero weights over all prunable layers together."""
-    weights = [layer_weight(m) for m in prunable_layers(model).values()]
+    weights = [effective_weight(m) for m in prunable_layers(model).values()]
     zeros = sum(w.numel() - int(torch.count_nonzero(w)) for w in weights)
     return zeros / sum(w.numel() for w in weights)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 def macs(model: nn.Module, example_input: Tensor) -> int:
@@ -104,7 +97,7 @@ def latency(model: nn.Module, example_input: Tensor, repeats: int = 20, warmup: 
         raise ValueError(f"warmup={warmup!r}: give a whole number >= 0")
     device = model_device(model)
     example_input = example_input.to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     times = []
     with evaluation_mode(model), torch.inference_mode():
         for i in range(warmup + repeats):

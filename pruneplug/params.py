@@ -35,6 +35,8 @@ class Param:
         low, high: inclusive bounds for ``int`` / ``float`` (``None`` = unbounded on that side).
         choices: the allowed values, for a parameter that takes one of a few options.
         help: one line saying what the parameter does (shown in the CLI and as widget tooltip).
+        log: the useful values span decades (e.g. a Beta concentration from 0.001 to 100), so
+            the widget is a log-scale slider. Needs a ``float`` with bounds ``0 < low < high``.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Param:
     high: float | None = None
     choices: tuple[Any, ...] | None = None
     help: str = ""
+    log: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in PARAM_TYPES:
@@ -56,11 +59,26 @@ class Param:
             raise TypeError(f"Param {self.name!r}: a bool parameter cannot have low/high bounds")
         if self.low is not None and self.high is not None and self.low > self.high:
             raise ValueError(f"Param {self.name!r}: low={self.low} is above high={self.high}")
+        if self.log:
+            self._check_log_scale()
         problem = self.problem(self.default)
         if problem:
             raise ValueError(
                 f"Param {self.name!r}: its default {self.default!r} {problem} "
                 f"(allowed: {self.allowed()})"
+            )
+
+    def _check_log_scale(self) -> None:
+        """A log scale needs a float whose both bounds are positive (log 0 is undefined)."""
+        if self.type is not float:
+            raise TypeError(
+                f"Param {self.name!r}: log=True needs type float, got {self.type.__name__} "
+                "(drop log=True, or declare the parameter as float)"
+            )
+        if self.low is None or self.high is None or not 0 < self.low < self.high:
+            raise ValueError(
+                f"Param {self.name!r}: log=True needs bounds 0 < low < high, got "
+                f"low={self.low}, high={self.high} (give positive bounds, or drop log=True)"
             )
 
     def allowed(self) -> str:
@@ -103,6 +121,7 @@ class Param:
             "high": self.high,
             "choices": list(self.choices) if self.choices is not None else None,
             "help": self.help,
+            "log": self.log,
         }
 
 

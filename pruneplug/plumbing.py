@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from itertools import islice
+from itertools import chain, islice
 
 import torch
 from torch import Tensor, nn
@@ -77,11 +77,15 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter (or buffer); CPU for a model with neither."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+def model_device(model: nn.Module, default: torch.device | None = None) -> torch.device:
+    """Where ``model`` computes: the device of its first parameter (or buffer).
+
+    A model with neither has no device of its own: ``default`` then (the CPU when ``None``).
+    """
+    first = next(chain(model.parameters(), model.buffers()), None)
+    if first is not None:
+        return first.device
+    return default if default is not None else torch.device("cpu")
 
 
 def max_batches_param(default: int) -> Param:

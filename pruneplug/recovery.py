@@ -25,6 +25,12 @@ combines with any schedule of :mod:`pruneplug.schedules` (``engine.train(..., pe
   so it is a context manager that removes them on exit (or call ``close()``).
 * :func:`distill` trains a student with these penalties - :func:`pruneplug.engine.train` with
   the penalty filled in. Plain fine-tuning is :func:`pruneplug.engine.fine_tune`.
+
+**Devices.** The student trains where :func:`pruneplug.engine.train` puts it (where it is, or
+``device=``). The teacher is never moved: it runs where its parameters are, on the batch moved
+to it, and its outputs (logits, attention maps) come back to the student's device
+(:func:`pruneplug.engine.forward_on`). So a teacher on the CPU works with a student on a GPU;
+for speed put both on the same device (``teacher.to(device)``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .contracts import prunable_layers
-from .engine import Data, History, Penalty, evaluation_mode, train
+from .engine import Data, History, Penalty, evaluation_mode, forward_on, train
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -123,15 +129,12 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperatur
 
 
 def _teacher_forward(teacher: nn.Module, inputs: Tensor) -> Tensor:
-    """The teacher's output in eval mode without gradients (its modes are restored)."""
-    first = next(teacher.parameters(), None)
-    if first is not None and first.device != inputs.device:
-        raise ValueError(
-            f"the teacher is on {first.device} but the inputs are on {inputs.device}: move it "
-            f"first, teacher.to({str(inputs.device)!r})"
-        )
+    """The teacher's output in eval mode without gradients (its modes are restored).
+
+    The teacher runs on its own device; the output comes back on the inputs' device.
+    """
     with evaluation_mode(teacher), torch.no_grad():
-        return teacher(inputs)
+        return forward_on(teacher, inputs)
 
 
 class DistillationPenalty:
@@ -168,8 +171,8 @@ def distillation_penalty(
 
     Each step runs the teacher on the same (augmented) batch in eval mode without gradients and
     adds ``weight * T^2 * KL(softmax(teacher/T) || softmax(student/T))`` to the student's
-    cross-entropy. The teacher is used as it is (not copied) and left unchanged; it must be on
-    the training device.
+    cross-entropy. The teacher is used as it is (not copied) and left unchanged, on its own
+    device: the batch is moved to it and its logits back (see the module's "Devices").
     """
     return DistillationPenalty(teacher, temperature, weight)
 
@@ -269,7 +272,7 @@ class AttentionTransfer:
         total = logits.new_zeros(())
         for i, (s_name, t_name) in enumerate(self.pairs):
             q_s = attention_map(self._student_out[i], self.p)
-            q_t = attention_map(self._teacher_out[i], self.p)
+            q_t = attention_map(self._teacher_out[i], self.p).to(q_s.device)
             if q_s.shape != q_t.shape:
                 raise ValueError(
                     f"student layer {s_name!r} gives a {tuple(self._student_out[i].shape[2:])} "
@@ -368,7 +371,8 @@ def distill(
     :func:`pruneplug.engine.train` with ``penalty`` = :func:`distillation_penalty` (plus
     :func:`attention_transfer_penalty` over ``attention_pairs`` when given, plus any extra
     ``penalty``); every other keyword (``epochs``, ``lr``, ``val_data``, ``seed``...) goes to
-    ``train``. Attention hooks are removed when training ends, also on error.
+    ``train``. Attention hooks are removed when training ends, also on error. ``device=``
+    moves the student only; the teacher runs where it is (see the module's "Devices").
     """
     kd = distillation_penalty(teacher, temperature, weight)
     if attention_pairs is None:

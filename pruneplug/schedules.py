@@ -30,6 +30,10 @@ of units (structured pruners) removed from the model as it was given.
 Recovery penalties (L1 sparse training, distillation) live in :mod:`pruneplug.recovery`; pass
 them as ``penalty=`` - every keyword a schedule does not know goes to
 :func:`pruneplug.engine.train`.
+
+**Devices.** The copy a schedule prunes and trains starts where the given model is and trains
+there (``device=None``), or on ``device=`` (the copy moves; the model given stays where it is).
+Scorers receive the data as given and move each batch to the model's device.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .contracts import Batch, LossFn, Pruner, Scorer, Scores, prunable_layers
-from .engine import Data, History, evaluate, train
+from .engine import Data, History, evaluate, pick_device, train
 from .recovery import combine, distillation_penalty
 from .registry import get_pruner, get_scorer
 
@@ -559,11 +563,17 @@ def recipe_high_sparsity(
     iterative instead of gradual, and L1 sparse training before or during pruning changed the
     result by less than the noise (one validation sample is 0.5 point). Other keywords go to
     :func:`pruneplug.engine.train` (``val_data``, ``penalty`` - added to the distillation, e.g.
-    :func:`pruneplug.recovery.l1_penalty`).
+    :func:`pruneplug.recovery.l1_penalty`; ``device``).
+
+    Devices: with ``device=`` the default teacher is a copy of ``model`` on that device (the
+    model given is never moved); a ``teacher`` you pass runs where it is.
     """
     check_count("epochs", epochs)
     steps = min(5, epochs)
-    kd = distillation_penalty(model if teacher is None else teacher, temperature, distill_weight)
+    device = train_kwargs.get("device")
+    if teacher is None:
+        teacher = model if device is None else copy.deepcopy(model).to(pick_device(device))
+    kd = distillation_penalty(teacher, temperature, distill_weight)
     return gradual(
         model,
         scorer,

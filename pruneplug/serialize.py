@@ -177,7 +177,7 @@ def load(
         model: an instance of the saved architecture as built (dense, unpruned), needed only
             for models not built by :mod:`pruneplug.models`; a copy of it is reshaped, masked
             and filled (the instance itself is not modified).
-        map_location: device of the loaded tensors (default the CPU).
+        map_location: device of the loaded tensors and of the returned model (default the CPU).
     """
     saved = read(path, map_location)
     if model is None:
@@ -190,6 +190,7 @@ def load(
         model = rebuild(saved["spec"])
     else:
         model = copy.deepcopy(model)
+    model.to(map_location)  # masks and resized tensors are made beside the loaded ones
     state = saved["state_dict"]
     modules = dict(model.named_modules())
     for name, info in saved["modules"].items():
@@ -210,4 +211,4 @@ def load(
     refresh_masked_weights(model)  # the masks' pre-hooks computed ``weight`` before the load
     for name, info in saved["modules"].items():
         modules[name].training = info["training"]
-    return model.to(map_location)
+    return model

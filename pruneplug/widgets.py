@@ -19,11 +19,13 @@ layer, weights or masks), :class:`RankingExplorer` (do two scorers rank weights 
 
 from __future__ import annotations
 
+import base64
 import copy
 import html
 import io
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as w
@@ -34,8 +36,9 @@ from torch import Tensor, nn
 
 from .contracts import Plugin, Scorer, Scores, prunable_layers
 from .engine import History, evaluate
-from .metrics import count_parameters, layer_weight, macs
+from .metrics import count_parameters, macs
 from .params import Param
+from .plumbing import effective_weight
 from .registry import get_registry
 from .schedules import Sensitivity, sensitivity_scan
 
@@ -46,32 +49,210 @@ def readout_format(step: float) -> str:
     return f".{decimals}f"
 
 
+# ------------------------------------------------------------------ sliders that keep defaults
+#
+# A browser does not show a slider's value as Python set it: ipywidgets 8 hands it to
+# noUiSlider, which moves it to the nearest grid position and syncs that back to the kernel.
+# A declared default off the grid would silently change the plugin's settings (mixup's alpha
+# 0.2 became 0.001 with the old step = range / 100). So every slider is built on a grid that
+# holds its default exactly, checked by replaying the browser's own arithmetic; a value no grid
+# holds gets a text box, which never rewrites what it shows.
+
+#: A slider offers about this many positions; grids outside [MIN_STEPS, MAX_STEPS] are refused.
+TARGET_STEPS = 100
+MIN_STEPS, MAX_STEPS = 10, 1000
+
+
+def _js_round(x: float) -> float:
+    """JavaScript's ``Math.round``: halves go up (Python's ``round`` goes to even)."""
+    return float(math.floor(x + 0.5))
+
+
+def browser_snap(value: float, low: float, high: float, step: float) -> float:
+    """The value a browser's slider on ``[low, high]`` with ``step`` settles on for ``value``.
+
+    Replays noUiSlider 15 (ipywidgets 8) operation by operation, in IEEE doubles like the
+    browser: the value becomes a percentage of the range, is rounded to whole steps (in
+    percent) and is turned back into a value. ``browser_snap(v, ...) == v`` means the browser
+    leaves ``v`` as it is; anything else is what it syncs back to the kernel.
+    """
+    if value >= high:
+        return high
+    percent = max(0.0, 100 * (value - low) / (high - low))
+    percent_step = 100 * step / (high - low)
+    percent = min(max(_js_round(percent / percent_step) * percent_step, 0.0), 100.0)
+    if percent >= 100:
+        return high
+    return percent * (100 / 100) * (high - low) / 100 + low
+
+
+def nice_steps(span: float) -> list[float]:
+    """Steps 1, 2 or 5 x 10^k that cut ``span`` into MIN_STEPS..MAX_STEPS positions.
+
+    The steps giving closest to TARGET_STEPS positions come first.
+    """
+    if not span > 0:
+        return []
+    k0 = math.floor(math.log10(span / TARGET_STEPS))
+    steps = [float(f"{m}e{k}") for k in range(k0 - 3, k0 + 3) for m in (1, 2, 5)]
+    steps = [s for s in steps if MIN_STEPS <= span / s <= MAX_STEPS]
+    return sorted(steps, key=lambda s: abs(math.log(span / s / TARGET_STEPS)))
+
+
+@dataclass(frozen=True)
+class SliderGrid:
+    """Where a slider's positions lie: ``min + k * step`` for k = 0 .. (max - min) / step.
+
+    For a log-scale slider the grid is of exponents: the values are ``base ** position``.
+    """
+
+    min: float
+    max: float
+    step: float
+    base: float | None = None  # None: linear
+
+    def shown(self, value: float) -> float:
+        """The value the browser's slider settles on (and syncs back) for ``value``."""
+        if self.base is None:
+            return browser_snap(value, self.min, self.max, self.step)
+        # FloatLogSlider: exponent = log(value) / log(base), clamped, snapped, raised back
+        exponent = min(max(math.log(value) / math.log(self.base), self.min), self.max)
+        return math.pow(self.base, browser_snap(exponent, self.min, self.max, self.step))
+
+    def position(self, value: float) -> float:
+        """Number of steps from ``min`` to ``value`` (a whole number when it is on the grid)."""
+        at = value if self.base is None else math.log(value) / math.log(self.base)
+        return (at - self.min) / self.step
+
+
+def linear_grid(default: float, low: float, high: float) -> SliderGrid | None:
+    """A linear grid of a nice step inside ``[low, high]`` that the browser keeps ``default`` on.
+
+    The grid is the multiples of the step, so its positions read as round numbers; ``None``
+    when no nice step divides ``default`` (e.g. 8/255) or the browser would still move it.
+    """
+    for step in nice_steps(high - low):
+        if abs(default / step - round(default / step)) > 1e-9:
+            continue
+        decimals = max(0, -math.floor(math.log10(step)))
+        lowest = round(math.ceil(low / step - 1e-9) * step, decimals)
+        highest = round(math.floor(high / step + 1e-9) * step, decimals)
+        if not low <= lowest <= default <= highest <= high or highest - lowest < step:
+            continue
+        grid = SliderGrid(lowest, highest, step)
+        if grid.shown(default) == default:
+            return grid
+    return None
+
+
+def log_grid(default: float, low: float, high: float) -> SliderGrid | None:
+    """A log-scale grid inside ``[low, high]`` on which the browser keeps ``default`` exactly.
+
+    A log slider moves an exponent ``x`` and shows ``base ** x``; the browser turns the value
+    into ``log(value) / log(base)``, snaps it and raises ``base`` to it again, which lands on
+    almost no decimal (no double power of 10 is 0.2). So the unit is the default itself:
+    ``base = default`` at ``x = 1`` (``1 / default`` at ``x = -1`` below 1; 10 at ``x = 0``
+    for 1), where every libm's pow is exact, and the step is a power of two, so the snapping
+    arithmetic is exact too. The positions are ``default ** (1 + k * step)``, about
+    TARGET_STEPS of them. ``None`` when the bounds leave too few positions or ``1 / default``
+    does not invert back to ``default``.
+    """
+    if default == 1.0:
+        base, anchor = 10.0, 0.0
+    elif default > 1.0:
+        base, anchor = default, 1.0
+    else:
+        base, anchor = 1.0 / default, -1.0
+    if math.pow(base, anchor) != default:
+        return None
+    e_low, e_high = math.log(low) / math.log(base), math.log(high) / math.log(base)
+    step = 2.0 ** round(math.log2((e_high - e_low) / TARGET_STEPS))
+    below = math.floor((anchor - e_low) / step)
+    above = math.floor((e_high - anchor) / step)
+    for n_below, n_above in ((below, above), (below - 1, above), (below, above - 1)):
+        if n_below < 0 or n_above < 0 or n_below + n_above < MIN_STEPS:
+            continue
+        grid = SliderGrid(anchor - n_below * step, anchor + n_above * step, step, base)
+        inside = low <= math.pow(base, grid.min) and math.pow(base, grid.max) <= high
+        if inside and grid.shown(default) == default:
+            return grid
+    return None
+
+
+def slider_grid(param: Param) -> SliderGrid | None:
+    """The grid of the slider for a bounded number ``param``, or ``None`` for a text box.
+
+    ``param.log``: a log-scale grid (a linear one if no log grid holds the default); else
+    linear. Integers always fit a grid of step 1.
+    """
+    if param.low is None or param.high is None or param.choices is not None:
+        return None
+    if param.type is int:
+        return SliderGrid(param.low, param.high, 1)
+    if param.log:
+        grid = log_grid(param.default, param.low, param.high)
+        if grid is not None:
+            return grid
+    return linear_grid(param.default, param.low, param.high)
+
+
 def control(param: Param) -> w.Widget:
-    """The widget for one declared parameter, set to its default."""
+    """The widget for one declared parameter, showing its default exactly in a browser.
+
+    A bounded number gets a slider (log-scale for ``Param(log=True)``) on a grid that holds
+    the default (:func:`slider_grid`), else a bounded text box; choices a dropdown, a bool a
+    checkbox, anything else a text box.
+    """
     common = {"description": param.name, "tooltip": param.help or param.name}
     common["style"] = {"description_width": "initial"}
     if param.choices is not None:
         return w.Dropdown(options=list(param.choices), value=param.default, **common)
     if param.type is bool:
         return w.Checkbox(value=param.default, indent=False, **common)
-    bounded = param.low is not None and param.high is not None
+    if param.type is str:
+        return w.Text(value=param.default, **common)
+    grid = slider_grid(param)
     if param.type is int:
-        if bounded:
-            return w.IntSlider(value=param.default, min=param.low, max=param.high, **common)
+        if grid is not None:
+            return w.IntSlider(value=param.default, min=grid.min, max=grid.max, **common)
         return w.IntText(value=param.default, **common)
-    if param.type is float:
-        if bounded:
-            step = (param.high - param.low) / 100
-            return w.FloatSlider(
-                value=param.default,
-                min=param.low,
-                max=param.high,
-                step=step,
-                readout_format=readout_format(step),
-                **common,
-            )
-        return w.FloatText(value=param.default, **common)
-    return w.Text(value=param.default, **common)
+    value = float(param.default)
+    if grid is not None and grid.base is not None:
+        return w.FloatLogSlider(
+            value=value, min=grid.min, max=grid.max, step=grid.step, base=grid.base, **common
+        )
+    if grid is not None:
+        return w.FloatSlider(
+            value=value,
+            min=grid.min,
+            max=grid.max,
+            step=grid.step,
+            readout_format=readout_format(grid.step),
+            **common,
+        )
+    if param.low is not None and param.high is not None:  # no grid holds the default
+        return w.BoundedFloatText(value=value, min=param.low, max=param.high, **common)
+    return w.FloatText(value=value, **common)
+
+
+def value_slider(
+    description: str, value: float, low: float, high: float, step: float
+) -> w.SelectionSlider:
+    """A slider over ``low, low + step, ..., high`` (plus ``value`` if it is off that grid).
+
+    The explorers' own knobs (amount, tolerance): the browser moves an index, never a number,
+    so the kernel's value is always exactly one of these, whatever the range (a float slider
+    on [0, 0.99] would turn 0.5 into 0.5000000000000001). ``.value`` is the float.
+    """
+    decimals = max(0, -math.floor(math.log10(step)))
+    grid = {round(low + k * step, decimals) for k in range(round((high - low) / step) + 1)}
+    options = [(f"{v:.4g}", v) for v in sorted(grid | {value})]
+    return w.SelectionSlider(
+        options=options,
+        value=value,
+        description=description,
+        style={"description_width": "initial"},
+    )
 
 
 def controls(plugin: type[Plugin] | str, kind: str | None = None) -> dict[str, w.Widget]:
@@ -86,6 +267,11 @@ def controls(plugin: type[Plugin] | str, kind: str | None = None) -> dict[str, w
 def values(widgets: dict[str, w.Widget]) -> dict[str, Any]:
     """The current values of a :func:`controls` dict, ready to pass as plugin parameters."""
     return {name: widget.value for name, widget in widgets.items()}
+
+
+def host(tensor: Tensor) -> np.ndarray:
+    """``tensor`` as a NumPy array on the host: what is drawn or measured leaves the GPU here."""
+    return tensor.detach().cpu().numpy()
 
 
 def figure_png(fig: Figure, tight: bool = True) -> bytes:
@@ -163,10 +349,31 @@ class Explorer:
         """:attr:`result` with floats rounded, for printing in a cell that nbval checks."""
         return {k: round(v, digits) if isinstance(v, float) else v for k, v in self.result.items()}
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict | None:
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        if bundle is not None:  # the widget's own text repr lists every control's state
-            bundle["text/plain"] = f"{type(self).__name__} (interactive: run in Jupyter)"
+    def static_png(self) -> bytes:
+        """The current picture with the current numbers beside it, as PNG bytes.
+
+        What a reader without a kernel sees (GitHub, nbviewer, an untrusted fresh clone in
+        JupyterLab, which shows a safe image rather than an unsafe widget view).
+        """
+        fig = Figure(figsize=(8, 3))
+        if "error" not in self.result:
+            self.draw(fig)
+        lines = [
+            f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in self.result.items()
+        ]
+        fig.text(1.0, 0.95, "\n".join(lines), va="top", ha="left", family="monospace", size=8)
+        return figure_png(fig, tight=True)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget view, a static PNG of the current state, and a stable text line.
+
+        Live Jupyter shows the widget; without a kernel the PNG shows what was run. The text
+        names the explorer only: it is what nbval compares, so it holds no machine's digits.
+        """
+        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+        bundle["image/png"] = base64.b64encode(self.static_png()).decode("ascii")
+        # the widget's own text repr lists every control's state: replaced by a stable line
+        bundle["text/plain"] = f"{type(self).__name__} (interactive: run in Jupyter)"
         return bundle
 
 
@@ -263,7 +470,7 @@ def removed_per_layer(dense: nn.Module, pruned: nn.Module) -> dict[str, float]:
     """
     after = prunable_layers(pruned)
     return {
-        name: 1.0 - int(torch.count_nonzero(layer_weight(after[name]))) / layer.weight.numel()
+        name: 1.0 - int(torch.count_nonzero(effective_weight(after[name]))) / layer.weight.numel()
         for name, layer in prunable_layers(dense).items()
         if name in after
     }
@@ -314,13 +521,11 @@ class PruningExplorer(Explorer):
         self.example = first_input(test_data)
         self.dense_accuracy = evaluate(model, test_data)["accuracy"]
         self.dense_macs = macs(model, self.example)
-        dense = torch.cat([layer_weight(m).flatten() for m in prunable_layers(model).values()])
-        self.dense_histogram = np.histogram(dense.numpy(), bins=60)
+        dense = torch.cat([effective_weight(m).flatten() for m in prunable_layers(model).values()])
+        self.dense_histogram = np.histogram(host(dense), bins=60)
         self.scorer = PluginPicker.offering("scorer", scorers, scorer, "magnitude", self.update)
         self.pruner = PluginPicker.offering("pruner", pruners, pruner, "unstructured", self.update)
-        self.amount = w.FloatSlider(
-            value=amount, min=0.0, max=0.99, step=0.01, description="amount"
-        )
+        self.amount = value_slider("amount", amount, 0.0, 0.99, 0.01)
         self.view = w.Dropdown(options=["histogram", "masks"], value=view, description="view")
         self._watch([self.amount, self.view])
         self.panel = [
@@ -356,10 +561,14 @@ class PruningExplorer(Explorer):
         layers = prunable_layers(self.pruned)
         if self.view.value == "masks":
             dense = prunable_layers(self.model)
-            for i, (name, layer) in enumerate(layers.items(), start=1):
-                kept = (layer_weight(layer) != 0).flatten(1).float().numpy()
-                rows, cols = dense[name].weight.flatten(1).shape
-                ax = fig.add_subplot(1, len(layers), i)
+            shapes = {name: dense[name].weight.flatten(1).shape for name in layers}
+            # square cells: each layer keeps its own proportions, and a wide layer gets a wide
+            # slot (within limits, so that a 10 x 100 classifier is not a hair-line)
+            ratios = [min(4.0, max(0.5, cols / rows)) for rows, cols in shapes.values()]
+            axes = fig.subplots(1, len(layers), squeeze=False, width_ratios=ratios)[0]
+            for ax, (name, layer) in zip(axes, layers.items(), strict=True):
+                kept = host((effective_weight(layer) != 0).flatten(1).float())
+                rows, cols = shapes[name]
                 # a smaller (structured) layer is drawn to scale inside its dense shape
                 extent = (0, kept.shape[1], kept.shape[0], 0)
                 ax.imshow(
@@ -367,7 +576,7 @@ class PruningExplorer(Explorer):
                     cmap="Greys",
                     vmin=0,
                     vmax=1,
-                    aspect="auto",
+                    aspect="equal",
                     extent=extent,
                     interpolation="nearest",
                 )
@@ -376,13 +585,13 @@ class PruningExplorer(Explorer):
                 ax.set_title(f"{name}\n{shape}", fontsize=8)
             fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.85, wspace=0.1)
             return
-        after = torch.cat([layer_weight(m).flatten() for m in layers.values()])
+        after = torch.cat([effective_weight(m).flatten() for m in layers.values()])
         ax = fig.add_subplot(1, 2, 1)
         counts, edges = self.dense_histogram
-        kept, _ = np.histogram(after[after != 0].numpy(), bins=edges)
+        kept, _ = np.histogram(host(after[after != 0]), bins=edges)
         ax.stairs(counts, edges, fill=True, alpha=0.5, label="dense")
         ax.stairs(kept, edges, fill=True, alpha=0.6, label="kept")
-        ax.set(title="weights", xlabel="value")
+        ax.set(title="weights", xlabel="value", ylabel="count (log scale)", yscale="log")
         ax.legend()
         ax = fig.add_subplot(1, 2, 2)
         names = [n for n in prunable_layers(self.model) if f"sparsity {n}" in self.result]
@@ -396,14 +605,14 @@ def spearman(a: Tensor, b: Tensor) -> float:
     """Spearman's rank correlation of two score tensors (ties get their average rank)."""
     from scipy.stats import spearmanr
 
-    return float(spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic)
+    return float(spearmanr(host(a.flatten()), host(b.flatten())).statistic)
 
 
 def kendall(a: Tensor, b: Tensor) -> float:
     """Kendall's tau-b of two score tensors (the tie-corrected variant)."""
     from scipy.stats import kendalltau
 
-    return float(kendalltau(a.flatten().numpy(), b.flatten().numpy()).statistic)
+    return float(kendalltau(host(a.flatten()), host(b.flatten())).statistic)
 
 
 def pruned_overlap(a: Tensor, b: Tensor, amount: float) -> float:
@@ -459,9 +668,7 @@ class RankingExplorer(Explorer):
         self.granularity = w.Dropdown(
             options=["weight", "unit"], value=granularity, description="compare"
         )
-        self.amount = w.FloatSlider(
-            value=amount, min=0.01, max=0.99, step=0.01, description="amount"
-        )
+        self.amount = value_slider("amount", amount, 0.01, 0.99, 0.01)
         self._watch([self.layer, self.granularity, self.amount])
         self.panel = [
             w.HBox([self.first.widget, self.second.widget]),
@@ -484,7 +691,11 @@ class RankingExplorer(Explorer):
         layer = self.layer.value
         if layer not in self.per_layer:
             layer = next(iter(self.per_layer))
-        self.pair = (table_a[layer].flatten(), table_b[layer].flatten())
+        # ranked and drawn on the host (the scores sit where the model does)
+        self.pair = (
+            table_a[layer].detach().flatten().cpu(),
+            table_b[layer].detach().flatten().cpu(),
+        )
         return {
             "layer": layer,
             "compared": granularity,
@@ -561,10 +772,7 @@ class SensitivityViewer(Explorer):
         self.amounts = list(amounts)
         self.scorer = PluginPicker.offering("scorer", scorers, scorer, "magnitude", self.update)
         self.pruner = PluginPicker.offering("pruner", pruners, pruner, "unstructured", self.update)
-        self.tolerance = w.FloatSlider(
-            value=tolerance, min=0.0, max=20.0, step=0.5, description="tolerance (points)"
-        )
-        self.tolerance.style = {"description_width": "initial"}
+        self.tolerance = value_slider("tolerance (points)", tolerance, 0.0, 20.0, 0.5)
         self._watch([self.tolerance])
         self.panel = [w.HBox([self.scorer.widget, self.pruner.widget]), self.tolerance]
         self._scans: dict[tuple[str, str], Sensitivity] = {}
@@ -747,6 +955,9 @@ class AugmentationGallery(Explorer):
             for offset, batch in ((0, self.images), (1, self.augmented)):
                 row = 2 * (i // self.columns) + offset
                 ax = fig.add_subplot(rows, self.columns, row * self.columns + i % self.columns + 1)
-                image = batch[i].permute(1, 2, 0).squeeze(-1).numpy()
+                image = host(batch[i].permute(1, 2, 0).squeeze(-1))
                 ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
                 ax.set_axis_off()
+                if i % self.columns == 0:  # label each row at its left
+                    label = ("original", "augmented")[offset]
+                    ax.text(-0.1, 0.5, label, transform=ax.transAxes, ha="right", va="center")

@@ -1,4 +1,9 @@
-"""A real browser: JupyterLab serves a chapter, headless Chromium runs it and moves a slider.
+"""A real browser: JupyterLab serves notebooks, headless Chromium runs them and moves sliders.
+
+* a chapter runs and a slider redraws its image;
+* every installed plugin's controls, displayed by JupyterLab, leave the kernel's values at the
+  declared defaults (a browser snaps a value off a slider's grid and syncs it back), and one
+  key press moves a slider by exactly one step.
 
 Needs Debian's ``chromium`` (Playwright drives it; ``playwright install`` cannot download here).
 Without it the test is skipped with the reason, except when ``PRUNEPLUG_REQUIRE_BROWSER=1``
@@ -7,6 +12,7 @@ Without it the test is skipped with the reason, except when ``PRUNEPLUG_REQUIRE_
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -57,15 +63,71 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def lab(tmp_path):
-    """JupyterLab on a free port, serving a copy of the course (autosave never touches ours)."""
+#: A notebook that displays the controls of every installed plugin; a button (clicked in the
+#: browser) writes the kernel-side values, with the declared defaults, to a JSON file.
+PROBE = "controls.ipynb"
+PROBE_CODE = """\
+import json
+from pathlib import Path
+
+import ipywidgets as w
+import pruneplug
+from pruneplug import widgets
+
+registry = pruneplug.get_registry()
+shown, declared = {}, {}
+for kind in ("scorer", "pruner", "augmenter"):
+    for entry in registry.entries(kind):
+        for name, control in widgets.controls(entry.name, kind=kind).items():
+            shown[f"{kind}/{entry.name}/{name}"] = control
+        for param in entry.cls.params:
+            declared[f"{kind}/{entry.name}/{param.name}"] = param.default
+# first the two sliders the test steps with the keyboard: a linear and a log-scale one
+stepped = ["augmenter/rotation/degrees", "augmenter/mixup/alpha"]
+dumps = []
+
+
+def dump(button):
+    path = Path(f"values-{len(dumps)}.json")
+    path.write_text(json.dumps({
+        "values": {key: control.value for key, control in shown.items()},
+        "declared": declared,
+        "steps": {key: [shown[key].step, getattr(shown[key], "base", None)] for key in stepped},
+    }))
+    dumps.append(path)
+
+
+button = w.Button(description="dump values")
+button.on_click(dump)
+others = [control for key, control in shown.items() if key not in stepped]
+w.VBox([*(shown[key] for key in stepped), button, w.VBox(others)])
+"""
+
+
+def probe_notebook(path: Path) -> None:
+    """Write the probe notebook (one code cell) to ``path``."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(PROBE_CODE)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)"}
+    nbformat.write(notebook, path)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on a free port serving a copy of a chapter and the probe notebook.
+
+    Yields ``(url of a notebook by name, the served folder)``; autosave never touches ours.
+    """
     reason = _missing()
     if reason:
         if os.environ.get("PRUNEPLUG_REQUIRE_BROWSER") == "1":
             pytest.fail(f"the browser test must run here: {reason}")
         pytest.skip(reason)
+    tmp_path = tmp_path_factory.mktemp("lab")
     shutil.copy(course_dir() / CHAPTER, tmp_path)
+    probe_notebook(tmp_path / PROBE)
     port, token = _free_port(), "pruneplug-test"
     BUILD.mkdir(parents=True, exist_ok=True)
     log = LOG.open("w")
@@ -94,7 +156,7 @@ def lab(tmp_path):
                 time.sleep(0.5)
         else:
             pytest.fail("JupyterLab did not start within 60 s")
-        yield f"{base}/lab/tree/{CHAPTER}?token={token}"
+        yield (lambda notebook: f"{base}/lab/tree/{notebook}?token={token}"), tmp_path
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -125,11 +187,12 @@ def run_all_until_slider(page, attempts: int = 2):
 def test_chapter_runs_and_slider_redraws_image(lab):
     from playwright.sync_api import sync_playwright
 
+    url, _ = lab
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(lab)
+            page.goto(url(CHAPTER))
             page.wait_for_selector(".jp-Notebook", timeout=60_000)
             slider = run_all_until_slider(page)
             image = page.wait_for_selector(".jupyter-widgets img", timeout=60_000)
@@ -150,3 +213,63 @@ def test_chapter_runs_and_slider_redraws_image(lab):
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def read_dump(folder: Path, number: int, page) -> dict:
+    """Click the probe's button and read the values the kernel then writes."""
+    page.click("button:has-text('dump values')")
+    path = folder / f"values-{number}.json"
+    for _ in range(120):
+        if path.exists() and path.stat().st_size:
+            return json.loads(path.read_text())
+        time.sleep(0.25)
+    raise AssertionError(f"the kernel wrote no {path.name} within 30 s of the click")
+
+
+def test_displayed_controls_keep_every_declared_default(lab):
+    """JupyterLab renders every plugin's controls; the kernel's values stay the defaults."""
+    from playwright.sync_api import sync_playwright
+
+    url, folder = lab
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(url(PROBE))
+            page.wait_for_selector(".jp-Notebook", timeout=60_000)
+            run_all_until_slider(page)
+            page.wait_for_selector("button:has-text('dump values')", timeout=60_000)
+            handles = page.locator(".widget-slider .noUi-handle")
+            page.wait_for_function(
+                "n => document.querySelectorAll('.widget-slider .noUi-handle').length >= n",
+                arg=20,
+                timeout=60_000,
+            )
+            before = read_dump(folder, 0, page)
+            for index in (0, 1):  # rotation degrees, mixup alpha: one step right each
+                handles.nth(index).focus()
+                page.keyboard.press("ArrowRight")
+            time.sleep(1.0)  # the key press's sync reaches the kernel before the click
+            after = read_dump(folder, 1, page)
+            page.screenshot(path=str(BUILD / "controls.png"), full_page=False)
+        except Exception:
+            page.screenshot(path=str(FAILURE), full_page=False)
+            print("JupyterLab's log, last lines:", *LOG.read_text().splitlines()[-40:], sep="\n")
+            raise
+        finally:
+            browser.close()
+    moved = {
+        key: (default, before["values"][key])
+        for key, default in before["declared"].items()
+        if before["values"][key] != default
+    }
+    assert not moved, f"the browser changed these declared defaults (default, now): {moved}"
+    assert len(before["values"]) == len(before["declared"]) > 100
+    degrees, alpha = "augmenter/rotation/degrees", "augmenter/mixup/alpha"
+    step, _ = after["steps"][degrees]
+    assert after["values"][degrees] - before["values"][degrees] == pytest.approx(step, rel=1e-12)
+    step, base = after["steps"][alpha]
+    ratio = after["values"][alpha] / before["values"][alpha]
+    assert ratio == pytest.approx(base**step, rel=1e-12)  # one step of a log-scale slider
+    unchanged = {k: v for k, v in after["values"].items() if k not in (degrees, alpha)}
+    assert unchanged == {k: before["values"][k] for k in unchanged}

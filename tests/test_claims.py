@@ -26,7 +26,10 @@ def test_a_claim_that_holds_prints_only_the_claim(capsys):
         (lambda: claims.at_least("high", 0.8, 0.9), "value = 0.8; expected >= 0.9"),
         (lambda: claims.at_most("low", 0.8, 0.5), "value = 0.8; expected <= 0.5"),
         (lambda: claims.between("near", 0.2, 0.4, 0.6), "expected in [0.4, 0.6]"),
-        (lambda: claims.greater("better", 0.95, 0.945, 0.01), "a - b = 0.005; expected a - b > 0.01"),
+        (
+            lambda: claims.greater("better", 0.95, 0.945, 0.01),
+            "a - b = 0.005; expected a - b > 0.01",
+        ),
     ],
 )
 def test_a_claim_that_fails_names_the_claim_the_measurement_and_the_bound(call, evidence, capsys):

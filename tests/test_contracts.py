@@ -67,8 +67,8 @@ class Invert(ImageAugmenter):
     description = "1 - x"
     params = (Param("p", float, 0.5, low=0, high=1),)
 
-    def apply(self, images, params, **context):
-        return 1 - images, None
+    def apply(self, images, params):
+        return 1 - images
 
 
 def test_image_input_checks():

@@ -12,7 +12,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from pruneplug import ImageAugmenter, ParamError, PluginLoadWarning
+from pruneplug import ImageAugmenter, MixingAugmenter, ParamError, PluginLoadWarning
 from pruneplug.augment import Compose, OneOf, from_torchvision, warp
 from pruneplug.registry import Registry
 
@@ -77,7 +77,7 @@ def test_contract(registry, name):
         assert not torch.equal(out, aug(x, generator=gen(1)))
     # p = 1: every sample gets apply()'s result
     params = aug.generate_parameters(x.shape, gen(0), x.device)
-    expected, _ = aug.apply(x, params, targets=None, model=None, loss_fn=None)
+    expected = aug.apply(x, params)
     assert torch.allclose(out, expected, atol=1e-6)
     # p = 0: identity, and still a new tensor
     idle = make(registry, name, p=0.0)(x, generator=gen(0))
@@ -122,13 +122,11 @@ def test_right_angle_rotation_is_exactly_rot90(registry, size):
     rotation = make(registry, "rotation", degrees=180.0)
     for quarter in (1, 2, 3, -1):
         params = {"angle": torch.full((4,), 90.0 * quarter)}
-        out, _ = rotation.apply(x, params, targets=None, model=None, loss_fn=None)
+        out = rotation.apply(x, params)
         assert torch.equal(out, torch.rot90(x, quarter, dims=(-2, -1)))
     # counter-clockwise, by hand: the top-right corner goes to the top-left
     image = torch.tensor([[[[0.1, 0.2], [0.3, 0.4]]]])
-    out, _ = rotation.apply(
-        image, {"angle": torch.tensor([90.0])}, **dict.fromkeys(("targets", "model", "loss_fn"))
-    )
+    out = rotation.apply(image, {"angle": torch.tensor([90.0])})
     assert torch.equal(out, torch.tensor([[[[0.2, 0.4], [0.1, 0.3]]]]))
 
 
@@ -147,9 +145,7 @@ def test_rotation_by_45_degrees_moves_a_pixel_where_expected(registry):
     x = torch.zeros(1, 1, 9, 9)
     x[0, 0, 4, 8] = 1.0  # 4 pixels right of the centre (4, 4)
     rotation = make(registry, "rotation", degrees=90.0, interpolation="bilinear")
-    out, _ = rotation.apply(
-        x, {"angle": torch.tensor([45.0])}, targets=None, model=None, loss_fn=None
-    )
+    out = rotation.apply(x, {"angle": torch.tensor([45.0])})
     y, x_ = divmod(int(out.flatten().argmax()), 9)
     offset = 4 / math.sqrt(2)
     assert (x_, y) == (round(4 + offset), round(4 - offset))
@@ -164,12 +160,12 @@ def test_affine_translation_and_scale_by_hand(registry):
         "shear": torch.zeros(1),
         "translate": torch.tensor([[2.0, 1.0]]),
     }
-    out, _ = aug.apply(x, params, targets=None, model=None, loss_fn=None)
+    out = aug.apply(x, params)
     assert torch.equal(out[..., 1:, 2:], x[..., :-1, :-2])
     assert out[..., :1, :].eq(0).all() and out[..., :, :2].eq(0).all()
     # zoom x2 about the centre (2, 2): output (x, y) reads input (2 + (x - 2) / 2, ...)
     params.update(translate=torch.zeros(1, 2), scale=torch.full((1,), 2.0))
-    out, _ = aug.apply(x, params, targets=None, model=None, loss_fn=None)
+    out = aug.apply(x, params)
     assert torch.allclose(out[0, 0, 0, 0], x[0, 0, 1, 1])
     assert torch.allclose(out[0, 0, 1, 1], x[0, 0, 1:3, 1:3].mean())  # reads (1.5, 1.5)
     assert torch.allclose(out[0, 0, 2, 2], x[0, 0, 2, 2])
@@ -185,7 +181,7 @@ def test_fill_and_padding_modes(registry):
         ("reflection", 0.0, 0.5),
     ):
         aug = make(registry, "affine", padding_mode=mode, fill=fill)
-        out, _ = aug.apply(x, params, targets=None, model=None, loss_fn=None)
+        out = aug.apply(x, params)
         assert torch.allclose(out[..., 0], torch.tensor(edge)), mode
 
 
@@ -193,7 +189,7 @@ def test_crop_offset_by_hand(registry):
     x = torch.arange(20.0).view(1, 1, 4, 5) / 20
     aug = make(registry, "crop", padding=2, fill=1.0)
     params = {"offset": torch.tensor([[1, -2]])}  # window 1 right, 2 up
-    out, _ = aug.apply(x, params, targets=None, model=None, loss_fn=None)
+    out = aug.apply(x, params)
     assert torch.equal(out[0, 0, 2:, :4], x[0, 0, :2, 1:])
     assert out[0, 0, :2].eq(1).all() and out[0, 0, :, 4].eq(1).all()
     offsets = aug.generate_parameters(torch.Size([200, 1, 4, 5]), gen(0), "cpu")["offset"]
@@ -204,10 +200,10 @@ def test_resized_crop_by_hand(registry):
     x = (torch.arange(4.0) / 10).expand(1, 1, 3, 4)  # value = column / 10
     aug = make(registry, "resized_crop")
     whole = {"box": torch.tensor([[-0.5, -0.5, 4.0, 3.0]])}
-    assert torch.equal(aug.apply(x, whole, targets=None, model=None, loss_fn=None)[0], x)
+    assert torch.equal(aug.apply(x, whole), x)
     # the box over columns 0-1 stretched to 4 columns: reads columns 0, 1/3, 2/3, 1
     left = {"box": torch.tensor([[-0.5, -0.5, 2.0, 3.0]])}
-    out, _ = aug.apply(x, left, targets=None, model=None, loss_fn=None)
+    out = aug.apply(x, left)
     assert torch.allclose(out[0, 0, 0], torch.tensor([0, 1 / 30, 2 / 30, 0.1]))
     boxes = aug.generate_parameters(torch.Size([500, 1, 20, 30]), gen(0), "cpu")["box"]
     area = boxes[:, 2] * boxes[:, 3] / 600
@@ -246,7 +242,7 @@ def test_box_blur_sizes_are_per_sample(registry):
     assert torch.allclose(kernels.sum((1, 2)), torch.ones(3))
     assert kernels[0, 2, 2] == 1 and (kernels[1] > 0).sum() == 9 and (kernels[2] > 0).sum() == 25
     x = torch.rand(3, 1, 6, 6, generator=gen(6))
-    out, _ = aug.apply(x, params, targets=None, model=None, loss_fn=None)
+    out = aug.apply(x, params)
     assert torch.equal(out[0], x[0]) and not torch.equal(out[1], x[1])
 
 
@@ -254,7 +250,7 @@ def test_gaussian_blur_matches_torchvision_per_sample(registry):
     x = torch.rand(3, 3, 9, 9, generator=gen(7))
     aug = make(registry, "gaussian_blur", kernel_size=5)
     sigma = torch.tensor([0.5, 1.0, 2.0])
-    out, _ = aug.apply(x, {"sigma": sigma}, targets=None, model=None, loss_fn=None)
+    out = aug.apply(x, {"sigma": sigma})
     for i, s in enumerate(sigma.tolist()):
         assert torch.allclose(out[i], TF.gaussian_blur(x[i], [5, 5], [s, s]), atol=1e-5)
 
@@ -300,13 +296,9 @@ def test_impulse_noise_replaces_single_values(registry):
 
 def test_brightness_and_contrast_by_hand(registry):
     x = torch.tensor([0.2, 0.5, 0.8]).view(1, 1, 1, 3)
-    bright, _ = make(registry, "brightness").apply(
-        x, {"factor": torch.tensor([1.5])}, targets=None, model=None, loss_fn=None
-    )
+    bright = make(registry, "brightness").apply(x, {"factor": torch.tensor([1.5])})
     assert torch.allclose(bright, torch.tensor([0.3, 0.75, 1.0]).view(1, 1, 1, 3))
-    flat, _ = make(registry, "contrast").apply(
-        x, {"factor": torch.tensor([0.5])}, targets=None, model=None, loss_fn=None
-    )
+    flat = make(registry, "contrast").apply(x, {"factor": torch.tensor([0.5])})
     assert torch.allclose(flat, torch.tensor([0.35, 0.5, 0.65]).view(1, 1, 1, 3))  # mean 0.5
 
 
@@ -319,9 +311,7 @@ def test_grayscale_weights_and_saturation_zero(registry):
     assert torch.allclose(
         make(registry, "grayscale", p=1.0)(red).flatten(), torch.tensor([0.299] * 3)
     )
-    desaturated, _ = make(registry, "saturation").apply(
-        x, {"factor": torch.zeros(4)}, targets=None, model=None, loss_fn=None
-    )
+    desaturated = make(registry, "saturation").apply(x, {"factor": torch.zeros(4)})
     assert torch.allclose(desaturated, grey, atol=1e-6)
     one = torch.rand(2, 1, 4, 4)
     assert torch.equal(make(registry, "grayscale", p=1.0)(one), one)  # documented no-op
@@ -332,16 +322,14 @@ def test_hue_keeps_grey_and_luma_and_turns_red_towards_green(registry):
     x = torch.rand(3, 3, 4, 4, generator=gen(9)) * 0.5 + 0.25
     x[0] = 0.4  # a grey image
     turns = torch.tensor([0.3, 0.1, -0.1])
-    out, _ = aug.apply(x, {"turns": turns}, targets=None, model=None, loss_fn=None)
+    out = aug.apply(x, {"turns": turns})
     weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     assert torch.allclose(out[0], x[0], atol=1e-6)
     assert torch.allclose((out[1:] * weights).sum(1), (x[1:] * weights).sum(1), atol=1e-5)
-    back, _ = aug.apply(out, {"turns": -turns}, targets=None, model=None, loss_fn=None)
+    back = aug.apply(out, {"turns": -turns})
     assert torch.allclose(back, x, atol=1e-5)
     red = torch.tensor([0.8, 0.1, 0.1]).view(1, 3, 1, 1)
-    third, _ = aug.apply(
-        red, {"turns": torch.tensor([1 / 3])}, targets=None, model=None, loss_fn=None
-    )
+    third = aug.apply(red, {"turns": torch.tensor([1 / 3])})
     assert third.flatten().argmax() == 1  # green is now the strongest channel
 
 
@@ -506,14 +494,13 @@ def test_one_of_picks_per_sample(registry):
         Compose(make(registry, "hflip"))  # type: ignore[arg-type]
 
 
-class SwapHalves(ImageAugmenter):
+class SwapHalves(MixingAugmenter):
     """A stand-in mixing augmenter: averages each image with the next, and the targets."""
 
     name = "swap_halves"
     description = "test mixing"
-    mixes_targets = True
 
-    def apply(self, images, params, *, targets, model, loss_fn):
+    def mix(self, images, targets, params):
         soft = torch.nn.functional.one_hot(targets, 3).float() if targets.dim() == 1 else targets
         return (images + images.roll(1, 0)) / 2, (soft + soft.roll(1, 0)) / 2
 

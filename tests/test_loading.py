@@ -135,8 +135,8 @@ def test_a_hook_that_raises_is_reported_and_the_plugins_other_hooks_still_work(i
             name = "same"
             description = "returns the images"
 
-            def apply(self, images, params, *, targets, model, loss_fn):
-                return images.clone(), None
+            def apply(self, images, params):
+                return images.clone()
 
 
         @hookimpl

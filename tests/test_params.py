@@ -47,6 +47,16 @@ def test_bad_declarations_are_refused():
         Param("k", int, 1, low=2, high=1)
 
 
+def test_log_scale_needs_a_float_with_positive_bounds():
+    assert Param("alpha", float, 0.2, low=1e-3, high=100.0, log=True).to_json()["log"] is True
+    with pytest.raises(ValueError, match=r"log=True needs bounds 0 < low < high, got low=0.0"):
+        Param("eps", float, 0.1, low=0.0, high=1.0, log=True)
+    with pytest.raises(ValueError, match="got low=None, high=None"):
+        Param("eps", float, 0.1, log=True)
+    with pytest.raises(TypeError, match="log=True needs type float, got int"):
+        Param("steps", int, 10, low=1, high=1000, log=True)
+
+
 def test_declarations_serialise_to_json():
     data = json.loads(json.dumps([p.to_json() for p in DECL]))
     assert data[0] == {
@@ -57,5 +67,6 @@ def test_declarations_serialise_to_json():
         "high": 1.0,
         "choices": None,
         "help": "fraction",
+        "log": False,
     }
     assert data[2]["choices"] == ["a", "b"]

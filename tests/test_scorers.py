@@ -155,12 +155,13 @@ def test_ablation_is_the_loss_increase_when_each_unit_is_removed(units_per_pass)
 
 
 def test_ablation_removes_a_channel_after_its_batch_norm():
-    # Linear = identity, then BN (mean 0, var 1, gamma 1, beta (1, 2)): outputs (2, 3).
+    # Linear = identity, then BN (mean 0, var + eps = 1, gamma 1, beta (1, 2)): outputs (2, 3).
     # Removing unit 0 removes its BN channel too: outputs (0, 3), so -sum rises by 2 (zeroing
-    # before the BN would leave beta_0 and give 1).
-    bn = nn.BatchNorm1d(2, eps=0.0)
+    # before the BN would leave beta_0 and give 1). eps keeps its default: CUDA refuses eps=0.
+    bn = nn.BatchNorm1d(2)
     with torch.no_grad():
         bn.bias.copy_(torch.tensor([1.0, 2.0]))
+        bn.running_var.fill_(1 - bn.eps)  # (1 - 1e-5) + 1e-5 is exactly 1 in float32
     model = nn.Sequential(linear([[1, 0], [0, 1]])[0], bn)
     scores = Ablation()(model, [(torch.ones(4, 2), torch.zeros(4))], lambda out, y: -out.sum())
     assert scores.unit["0"].tolist() == pytest.approx([8.0, 12.0])  # 4 samples x (2, 3)

@@ -14,7 +14,9 @@ from torch.nn.utils import prune
 
 import pruneplug
 from pruneplug import (
+    AdversarialAugmenter,
     ImageAugmenter,
+    MixingAugmenter,
     Param,
     ParamError,
     Pruner,
@@ -76,40 +78,31 @@ class GoodAug(ImageAugmenter):
     def generate_parameters(self, shape, generator, device):
         return {"delta": torch.rand(shape[0], generator=generator, device=device) * 0.4 - 0.2}
 
-    def apply(self, images, params, *, targets, model, loss_fn):
-        return (images + params["delta"].view(-1, 1, 1, 1).to(images)).clamp(0, 1), None
+    def apply(self, images, params):
+        return (images + params["delta"].view(-1, 1, 1, 1).to(images)).clamp(0, 1)
 
 
-class GoodMix(ImageAugmenter):
+class GoodMix(MixingAugmenter):
     name = "good_mix"
     description = "blend each image with a random partner, 70:30, and its label the same way"
-    mixes_targets = True
 
     def generate_parameters(self, shape, generator, device):
         return {"partner": torch.randperm(shape[0], generator=generator, device=device)}
 
-    def apply(self, images, params, *, targets, model, loss_fn):
+    def mix(self, images, targets, params):
         j = params["partner"]
         return 0.7 * images + 0.3 * images[j], 0.7 * targets + 0.3 * targets[j]
 
 
-class GoodAttack(ImageAugmenter):
+class GoodAttack(AdversarialAugmenter):
     name = "good_attack"
-    description = "one signed gradient step up the loss, in eval mode"
-    needs_model = True
+    description = "one signed gradient step up the loss"
     params = (Param("eps", float, 0.05, low=0.0, high=1.0, help="step size"),)
-    restore_modes = True
 
-    def apply(self, images, params, *, targets, model, loss_fn):
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
+    def attack(self, images, targets, params, model, loss_fn):
         x = images.detach().requires_grad_(True)
-        loss = (loss_fn or nn.functional.cross_entropy)(model(x), targets)
-        (grad,) = torch.autograd.grad(loss, x)
-        if self.restore_modes:
-            for module, mode in modes:
-                module.training = mode
-        return (images + self.config["eps"] * grad.sign()).clamp(0, 1), None
+        (grad,) = torch.autograd.grad(loss_fn(model(x), targets), x)
+        return (images + self.config["eps"] * grad.sign()).clamp(0, 1)
 
 
 class GoodText(TextAugmenter):
@@ -303,43 +296,46 @@ def aug(cls_name, base=GoodAug, **attrs):
     return type(cls_name, (base,), attrs)
 
 
-def returns_only_images(self, images, params, *, targets, model, loss_fn):
-    return images.clone()
+def returns_a_pair(self, images, params):  # the contract before v2
+    return images.clone(), None
 
 
-def returns_float64(self, images, params, *, targets, model, loss_fn):
-    return images.double(), None
+def returns_float64(self, images, params):
+    return images.double()
 
 
-def forgets_to_clamp(self, images, params, *, targets, model, loss_fn):
-    return images + 0.2, None
+def forgets_to_clamp(self, images, params):
+    return images + 0.2
 
 
-def clamps_in_place(self, images, params, *, targets, model, loss_fn):
-    return images.clamp_(0.1, 0.9), None
+def clamps_in_place(self, images, params):
+    return images.clamp_(0.1, 0.9)
 
 
 def one_delta_per_batch(self, shape, generator, device):
     return {"delta": torch.rand((), generator=generator, device=device) * 0.4 - 0.2}
 
 
-def centres_on_the_batch_mean(self, images, params, *, targets, model, loss_fn):
-    return (images - images.mean() + 0.5).clamp(0, 1), None
+def centres_on_the_batch_mean(self, images, params):
+    return (images - images.mean() + 0.5).clamp(0, 1)
 
 
 def ignores_applied(self, images, params, *, targets=None, model=None, loss_fn=None):
-    return self.apply(images, params, targets=targets, model=model, loss_fn=loss_fn)
+    return self.apply(images, params), None
 
 
-def reverses_targets(self, images, params, *, targets, model, loss_fn):
-    return GoodAug.apply(self, images, params, targets=targets, model=model, loss_fn=loss_fn)[
-        0
-    ], targets.flip(0)
+def reverses_targets(self, images, params, targets, model, loss_fn):  # overrides the dispatch
+    return GoodAug.apply(self, images, params), targets.flip(0)
 
 
-def adds_targets(self, images, params, *, targets, model, loss_fn):
+def adds_targets(self, images, targets, params):
     j = params["partner"]
     return 0.7 * images + 0.3 * images[j], targets + targets[j]
+
+
+def freezes_the_model(self, images, targets, params, model, loss_fn):
+    model.requires_grad_(False)  # "the attack needs no parameter gradients"
+    return GoodAttack.attack(self, images, targets, params, model, loss_fn)
 
 
 def global_rng(self, shape, generator, device):
@@ -403,10 +399,10 @@ BROKEN = [
     (HalfTheAmount, "unstructured.sparsity", "amount=0.5 removed"),
     (OverwritesMasks, "unstructured.compose", "brought back"),
     (NormalisesScoresInPlace, "inputs_untouched", "changed the scores in place"),
-    (RemovesNothing, "structured.smaller", "amount=0.5 left"),
+    (RemovesNothing, "structured.smaller", "pruning left"),
     (BrokenCoupling, "structured.consistent", "forward pass after pruning"),
     (InPlace, "inputs_untouched", "the model passed in was changed"),
-    (aug("OnlyImages", apply=returns_only_images), "runs", "raised"),
+    (aug("ReturnsAPair", apply=returns_a_pair), "runs", "returned a tuple"),
     (aug("Float64", apply=returns_float64), "image.shape", "torch.float64"),
     (aug("Unclamped", apply=forgets_to_clamp), "image.range", "the output spans"),
     (aug("ClampsInPlace", apply=clamps_in_place), "inputs_untouched", "images or targets"),
@@ -417,10 +413,10 @@ BROKEN = [
         "differently alone than within the batch",
     ),
     (aug("IgnoresP", transform=ignores_applied), "image.p", "p=0"),
-    (aug("ReversesTargets", apply=reverses_targets), "image.targets", "targets came back"),
-    (aug("AddsTargets", GoodMix, apply=adds_targets), "mixing.targets", "sum to"),
+    (aug("ReversesTargets", _apply=reverses_targets), "image.targets", "targets came back"),
+    (aug("AddsTargets", GoodMix, mix=adds_targets), "mixing.targets", "sum to"),
     (aug("GlobalRng", generate_parameters=global_rng), "generator", "global random state"),
-    (aug("LeavesModelInEval", GoodAttack, restore_modes=False), "model_untouched", "training"),
+    (aug("Freezes", GoodAttack, attack=freezes_the_model), "model_untouched", "requires_grad"),
     (text("PythonRandom", augment_one=python_random_swap), "generator", "global random state"),
     (text("Words", augment_one=returns_words), "text.output", "['the', 'film'"),
     (text("OverwritesList", __call__=overwrites_the_list), "inputs_untouched", "texts"),

@@ -1,15 +1,21 @@
 """Controls are generated from declared parameters; explorers recompute on every change."""
 
+import base64
 import copy
+import io
+import math
 
 import ipywidgets as w
+import matplotlib.image
 import pruneplug_plugins.magnitude
 import pruneplug_plugins.structured
 import pruneplug_plugins.unstructured
 import pytest
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
+import pruneplug
 from pruneplug import (
     Param,
     Scorer,
@@ -288,3 +294,177 @@ def test_refused_choice_is_shown_not_raised(registry, digits, trained):
     assert "needs per-weight scores" in explorer.table.value and explorer.image.value == image
     explorer.pruner.dropdown.value = "structured"
     assert "error" not in explorer.result and explorer.result["MACs"] < 50_200
+
+
+# ------------------------------------------------- every declared default survives a browser
+
+
+def browser_shows(widget: w.Widget) -> object:
+    """The value the browser's slider settles on (and syncs back) for a control's value."""
+    if isinstance(widget, w.FloatLogSlider):
+        exponent = math.log(widget.value) / math.log(widget.base)
+        snapped = widgets.browser_snap(exponent, widget.min, widget.max, widget.step)
+        return math.pow(widget.base, snapped)
+    if isinstance(widget, (w.FloatSlider, w.IntSlider)):
+        return widgets.browser_snap(widget.value, widget.min, widget.max, widget.step)
+    return widget.value  # text boxes, dropdowns, checkboxes never rewrite what they show
+
+
+def grid_position(widget: w.Widget) -> float:
+    """Steps from the slider's min to its value (a whole number on the grid)."""
+    at = widget.value
+    if isinstance(widget, w.FloatLogSlider):
+        at = math.log(widget.value) / math.log(widget.base)
+    return (at - widget.min) / widget.step
+
+
+def declared_plugins() -> list[tuple[str, str]]:
+    registry = pruneplug.get_registry()
+    return [(kind, e.name) for kind in KINDS for e in registry.entries(kind)]
+
+
+KINDS = ("scorer", "pruner", "augmenter")
+
+
+def test_every_installed_plugin_is_checked():
+    names = {name for _, name in declared_plugins()}
+    assert {"fpgm", "cutout", "mixup", "fgsm", "shot_noise", "unstructured"} <= names
+
+
+@pytest.mark.parametrize(("kind", "name"), declared_plugins())
+def test_every_control_shows_its_declared_default_exactly(kind, name):
+    declared = {p.name: p for p in pruneplug.get_registry().entry(kind, name).cls.params}
+    for pname, widget in widgets.controls(name, kind=kind).items():
+        default = declared[pname].default
+        assert widget.value == default, (name, pname)
+        assert browser_shows(widget) == default, f"{name}.{pname}: the browser moves {default}"
+        if isinstance(widget, (w.FloatSlider, w.FloatLogSlider, w.IntSlider)):
+            k = grid_position(widget)
+            assert abs(k - round(k)) <= 1e-12 * max(1.0, abs(k)), (name, pname, k)
+            low, high = widget.min, widget.max
+            if isinstance(widget, w.FloatLogSlider):  # min and max are exponents
+                low, high = widget.base**low, widget.base**high
+            assert declared[pname].low <= low <= widget.value <= high <= declared[pname].high
+
+
+def test_the_snap_replays_what_the_browser_did_to_the_old_sliders():
+    # step = range / 100 moved these defaults in JupyterLab + Chromium (issue 10)
+    assert widgets.browser_snap(0.2, 1e-3, 100.0, (100.0 - 1e-3) / 100) == 0.001  # mixup alpha
+    assert widgets.browser_snap(15.0, 0.0, 180.0, 1.8) == pytest.approx(14.4)  # rotation
+    assert widgets.browser_snap(8 / 255, 0.0, 1.0, 0.01) == 0.03  # fgsm eps
+    assert widgets.browser_snap(0.1, 0.01, 50.0, (50.0 - 0.01) / 100) == 0.01  # blur sigma_min
+
+
+def test_how_the_moved_defaults_are_now_shown():
+    def made(kind, name):
+        return widgets.controls(name, kind=kind)
+
+    alpha = made("augmenter", "mixup")["alpha"]
+    assert isinstance(alpha, w.FloatLogSlider) and alpha.value == 0.2
+    assert alpha.base**alpha.min >= 1e-3 and alpha.base**alpha.max <= 100.0
+    assert 50 <= (alpha.max - alpha.min) / alpha.step <= 200
+    eps = made("augmenter", "fgsm")["eps"]  # 8/255 is on no decimal grid
+    assert isinstance(eps, w.BoundedFloatText) and eps.value == 8 / 255
+    assert (eps.min, eps.max) == (0.0, 1.0)
+    degrees = made("augmenter", "rotation")["degrees"]
+    assert isinstance(degrees, w.FloatSlider) and (degrees.min, degrees.max) == (0.0, 180.0)
+    assert degrees.step == 1.0 and degrees.value == 15.0
+    ratio = made("augmenter", "resized_crop")
+    assert isinstance(ratio["ratio_max"], w.FloatLogSlider) and ratio["ratio_max"].value == 4 / 3
+
+
+def test_one_step_of_a_slider_is_one_grid_step():
+    photons = widgets.control(Param("photons", float, 12.0, low=0.1, high=1000.0, log=True))
+    exponent = math.log(12.0) / math.log(photons.base)
+    nxt = widgets.browser_snap(exponent + photons.step, photons.min, photons.max, photons.step)
+    assert photons.base**nxt == pytest.approx(12.0 * photons.base**photons.step, rel=1e-12)
+    degrees = widgets.control(Param("deg", float, 15.0, low=0.0, high=180.0))
+    assert widgets.browser_snap(15.0 + degrees.step, 0.0, 180.0, degrees.step) == 16.0
+
+
+def test_grids_refuse_what_they_cannot_hold():
+    assert widgets.linear_grid(8 / 255, 0.0, 1.0) is None  # -> a text box
+    assert 1 / (1 / 0.9) != 0.9 and widgets.log_grid(0.9, 0.01, 10.0) is None  # no exact unit
+    fallback = widgets.control(Param("scale", float, 0.9, low=0.01, high=10.0, log=True))
+    assert isinstance(fallback, w.FloatSlider) and (fallback.min, fallback.step) == (0.05, 0.05)
+    grid = widgets.log_grid(0.2, 1e-3, 100.0)
+    assert grid is not None and grid.shown(0.2) == 0.2 and grid.base == 5.0
+
+
+def test_explorer_sliders_hold_any_value():
+    amount = widgets.value_slider("amount", 0.5, 0.0, 0.99, 0.01)
+    assert amount.value == 0.5 and len(amount.options) == 100  # index-based: nothing to snap
+    odd = widgets.value_slider("amount", 1 / 3, 0.0, 0.99, 0.01)
+    assert odd.value == 1 / 3 and len(odd.options) == 101
+    amount.value = 0.9
+    assert amount.value == 0.9 and amount.index == 90
+
+
+# --------------------------------------------------------------- pictures without a kernel
+
+
+def test_explorer_leaves_a_static_picture(registry, digits, trained):
+    explorer = widgets.PruningExplorer(trained, digits.test, amount=0.5)
+    bundle = explorer._repr_mimebundle_()
+    assert set(bundle) == {
+        "text/plain",
+        "image/png",
+        "application/vnd.jupyter.widget-view+json",
+    }
+    png = base64.b64decode(bundle["image/png"])
+    picture = matplotlib.image.imread(io.BytesIO(png), format="png")
+    height, width = picture.shape[:2]
+    assert width > 640 and height > 200  # the 8 x 3 in figure at 80 dpi plus the numbers
+
+
+def test_mask_cells_are_square_and_counts_log_scaled(registry, digits, trained):
+    explorer = widgets.PruningExplorer(trained, digits.test, amount=0.5)
+    fig = Figure(figsize=(8, 3))
+    explorer.draw(fig)
+    assert fig.axes[0].get_yscale() == "log"
+    explorer.view.value = "masks"
+    fig = Figure(figsize=(8, 3))
+    explorer.draw(fig)
+    assert [ax.get_aspect() for ax in fig.axes] == [1.0, 1.0, 1.0]
+
+
+def test_gallery_rows_are_labelled(digits):
+    images = torch.stack([digits.test[i][0] for i in range(4)]).view(4, 1, 8, 8)
+    gallery = widgets.AugmentationGallery(images, augmenters=["hflip"], columns=4)
+    fig = Figure()
+    gallery.draw(fig)
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert labels == ["original", "augmented"]
+
+
+# ---------------------------------------------------------------- a model on the GPU
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@cuda
+def test_every_explorer_works_with_a_model_on_the_gpu(registry, digits, trained):
+    model = copy.deepcopy(trained).cuda()
+    batches = [next(iter(torch.utils.data.DataLoader(digits.train, batch_size=64)))]
+    explorer = widgets.PruningExplorer(model, digits.test, batches=batches, amount=0.5)
+    assert explorer.result["dense accuracy"] == engine.evaluate(trained, digits.test)["accuracy"]
+    explorer.view.value = "masks"
+    explorer.pruner.dropdown.value = "structured"
+    assert "error" not in explorer.result and explorer.image.value
+    ranking = widgets.RankingExplorer(model, batches=batches, first="magnitude", second="negated")
+    assert ranking.result["spearman"] == pytest.approx(-1.0)
+    viewer = widgets.SensitivityViewer(model, digits.val, amounts=(0.0, 0.5))
+    assert viewer.curves["fc1"][0] == viewer.dense_accuracy
+    images = torch.stack([digits.test[i][0] for i in range(4)]).view(4, 1, 8, 8).cuda()
+    gallery = widgets.AugmentationGallery(images, augmenters=["hflip"], columns=4)
+    assert gallery.result["samples changed"] >= 1
+    assert gallery._repr_mimebundle_()["image/png"]
+    curves = widgets.TrainingCurves(
+        lambda lr: engine.train(
+            copy.deepcopy(model), digits.train, epochs=1, lr=lr, progress=False
+        ),
+        [Param("lr", float, 0.1, low=0.01, high=1.0)],
+    )
+    assert curves.result["lr"] == 0.1

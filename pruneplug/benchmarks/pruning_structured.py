@@ -29,7 +29,6 @@ import copy
 import os
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +37,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 import pruneplug
-from pruneplug import data, engine, metrics, models
+from pruneplug import data, engine, metrics, models, recovery
 from pruneplug.deploy import deploy
 
 #: Fractions of hidden neurons (P2) and of channels (P3) removed.
@@ -107,19 +106,6 @@ def table(title: str, header: list[str], rows: list[list[str]], notes: list[str]
 # --------------------------------------------------------------------------- P2: accuracy
 
 
-def distillation(teacher: nn.Module, temperature: float, weight: float) -> Callable:
-    """Engine penalty ``weight * T^2 * KL(teacher || student)`` on temperature-``T`` softmaxes."""
-    teacher = copy.deepcopy(teacher).eval()
-
-    def penalty(model: nn.Module, inputs: Tensor, logits: Tensor) -> Tensor:
-        with torch.no_grad():
-            target = F.softmax(teacher(inputs) / temperature, dim=1)
-        kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), target, reduction="batchmean")
-        return weight * temperature**2 * kl
-
-    return penalty
-
-
 def hidden_layers(model: nn.Module) -> list[nn.Linear]:
     """The MLP's hidden Linear layers (every prunable layer but the classifier)."""
     layers = list(pruneplug.prunable_layers(model).values())[:-1]
@@ -175,7 +161,7 @@ def ours(
         lr=recipe.lr,
         batch_size=recipe.batch_size,
         schedule=recipe.schedule,
-        penalty=distillation(dense, recipe.temperature, recipe.weight),
+        penalty=recovery.distillation_penalty(dense, recipe.temperature, recipe.weight),
         seed=seed,
         progress=False,
     )
@@ -286,7 +272,7 @@ FINAL = "+compile"
 
 def widths_of(model: nn.Module) -> str:
     layers = pruneplug.prunable_layers(model).values()
-    return "-".join(str(metrics.layer_weight(m).shape[0]) for m in layers)
+    return "-".join(str(pruneplug.plumbing.effective_weight(m).shape[0]) for m in layers)
 
 
 def p3(quick: bool) -> str:

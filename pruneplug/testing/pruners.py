@@ -40,7 +40,9 @@ def check_pruner(
     Runs on ``model`` with input batch ``example`` (default: :func:`tiny_mlp` and
     :func:`tiny_cnn` on 1 x 8 x 8 inputs) with random per-weight and per-unit scores. Unstructured
     pruners are checked for PyTorch's mask convention and the sparsity reached; structured ones
-    (``structured = True``) for a smaller, consistent, working copy.
+    (``structured = True``) for a smaller, consistent, working copy. A pruner that takes no
+    amount (``takes_amount = False``) is called as ``pruner(model, scores)`` with its declared
+    parameters, and the checks that need an amount or a threshold are left out.
     """
     cls, check, config = _start(plugin, params, skip, (Pruner,))
     with _isolated_rng(seed):
@@ -71,13 +73,19 @@ def _check_bad_calls(
     scores = _random_scores(model, generator)
     nan = _clone_scores(scores)
     next(iter(nan.weight.values()))[0].fill_(torch.nan)
-    calls = [
-        ("amount=1.0", scores, {"amount": 1.0}),
-        ("amount=-0.1", scores, {"amount": -0.1}),
-        ("amount=0.5, threshold=0.5", scores, {"amount": 0.5, "threshold": 0.5}),
-        ("neither amount nor threshold", scores, {}),
-        ("NaN in the scores", nan, {"amount": 0.5}),
-    ]
+    if pruner.takes_amount:
+        calls = [
+            ("amount=1.0", scores, {"amount": 1.0}),
+            ("amount=-0.1", scores, {"amount": -0.1}),
+            ("amount=0.5, threshold=0.5", scores, {"amount": 0.5, "threshold": 0.5}),
+            ("neither amount nor threshold", scores, {}),
+            ("NaN in the scores", nan, {"amount": 0.5}),
+        ]
+    else:
+        calls = [
+            ("amount=0.5 (it takes none)", scores, {"amount": 0.5}),
+            ("NaN in the scores", nan, {}),
+        ]
     before = _snapshot(model)
     for what, s, kwargs in calls:
         try:
@@ -137,18 +145,19 @@ def _check_unstructured(
     seed: int,
 ) -> None:
     names = list(scores.weight)
+    half: dict[str, float] = {"amount": 0.5} if pruner.takes_amount else {}
     torch.manual_seed(seed)
-    pruned = _prune(pruner, copy.deepcopy(model), x, scores, check, amount=0.5)
+    pruned = _prune(pruner, copy.deepcopy(model), x, scores, check, **half)
     _check_mask_convention(pruned, names, x, check)
     masks = _masks(pruned, names)
     torch.manual_seed(seed)
-    again = _masks(_prune(pruner, copy.deepcopy(model), x, scores, check, amount=0.5), names)
+    again = _masks(_prune(pruner, copy.deepcopy(model), x, scores, check, **half), names)
     if any(not torch.equal(masks[n], again[n]) for n in names):
         check.fail("deterministic", "two prunes after torch.manual_seed(same seed) differ")
     total = sum(m.numel() for m in masks.values())
     removed = sum(int((~m).sum()) for m in masks.values())
     tolerance = max(0.01, len(names) / total)
-    if abs(removed / total - 0.5) > tolerance:
+    if pruner.takes_amount and abs(removed / total - 0.5) > tolerance:
         check.fail(
             "unstructured.sparsity",
             f"amount=0.5 removed {removed} of {total} scored weights ({removed / total:.1%})",
@@ -162,10 +171,12 @@ def _check_unstructured(
             f"{flat_scores[~flat_masks].mean():.3f} on average, the kept ones "
             f"{flat_scores[flat_masks].mean():.3f}",
         )
-    twice = _masks(_prune(pruner, pruned, x, other, check, amount=0.5), names)
+    twice = _masks(_prune(pruner, pruned, x, other, check, **half), names)
     revived = sum(int((twice[n] & ~masks[n]).sum()) for n in names)
     if revived:
         check.fail("unstructured.compose", f"pruning again brought back {revived} removed weights")
+    if not pruner.takes_amount:
+        return
     zero = _prune(pruner, copy.deepcopy(model), x, scores, check, amount=0.0)
     left = sum(int((~m).sum()) for m in _masks(zero, names).values())
     if left:
@@ -183,7 +194,7 @@ def _check_unstructured(
 def _check_mask_convention(model: nn.Module, names: list[str], x: Tensor, check: _Check) -> None:
     rule = "unstructured.masks"
     if not prune.is_pruned(model):
-        check.fail(rule, "after amount=0.5, prune.is_pruned(model) is False")
+        check.fail(rule, "after pruning, prune.is_pruned(model) is False")
         return
     modules = dict(model.named_modules())
     for name in names:
@@ -210,8 +221,9 @@ def _check_structured(
 ) -> None:
     given = copy.deepcopy(model)
     before = _snapshot(given)
+    half: dict[str, float] = {"amount": 0.5} if pruner.takes_amount else {}
     torch.manual_seed(seed)
-    pruned = _prune(pruner, given, x, scores, check, amount=0.5)
+    pruned = _prune(pruner, given, x, scores, check, **half)
     problem = _changes(before, given)
     if problem:
         check.fail("inputs_untouched", f"the model passed in was changed: {problem}")
@@ -221,16 +233,16 @@ def _check_structured(
     n_before, n_after = _count(model), _count(pruned)
     if n_after >= n_before or prune.is_pruned(pruned):
         masked = " and carries pruning masks" if prune.is_pruned(pruned) else ""
-        check.fail(
-            "structured.smaller", f"amount=0.5 left {n_after} of {n_before} parameters{masked}"
-        )
+        check.fail("structured.smaller", f"pruning left {n_after} of {n_before} parameters{masked}")
     torch.manual_seed(seed)
-    again = _prune(pruner, copy.deepcopy(model), x, scores, check, amount=0.5)
+    again = _prune(pruner, copy.deepcopy(model), x, scores, check, **half)
     a, b = pruned.state_dict(), again.state_dict()
     if a.keys() != b.keys() or any(
         a[k].shape != b[k].shape or not torch.equal(a[k], b[k]) for k in a
     ):
         check.fail("deterministic", "two prunes after torch.manual_seed(same seed) differ")
+    if not pruner.takes_amount:
+        return
     zero = _prune(pruner, copy.deepcopy(model), x, scores, check, amount=0.0)
     if _count(zero) != n_before:
         check.fail("structured.smaller", f"amount=0 left {_count(zero)} of {n_before} parameters")

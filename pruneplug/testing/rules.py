@@ -23,7 +23,8 @@ class Rule:
 RULES: dict[str, Rule] = {
     "declaration.base": Rule(
         "the class derives from pruneplug.Scorer, Pruner, ImageAugmenter or TextAugmenter",
-        "subclass one of them and implement its one method (score, prune, apply, augment_one)",
+        "subclass one of them and implement its one method (score or score_layer, prune, "
+        "apply, mix or attack, augment_one)",
     ),
     "declaration.name": Rule(
         "name is an identifier-like string (letters, digits, '_' and '-')",
@@ -149,7 +150,7 @@ RULES: dict[str, Rule] = {
     ),
     "image.targets": Rule(
         "an augmenter that does not mix targets returns the targets it was given, unchanged",
-        "return (images, None) from apply, or set mixes_targets = True if the targets change",
+        "return only the images from apply; derive from MixingAugmenter if the targets change",
     ),
     "mixing.targets": Rule(
         "an augmenter that mixes targets returns soft targets N x classes: non-negative rows "

@@ -19,8 +19,7 @@ from collections.abc import Mapping
 
 import torch
 from pruneplug import ImageAugmenter, Param
-from pruneplug.contracts import LossFn
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def square_mask(centre_y: Tensor, centre_x: Tensor, size: int, height: int, width: int) -> Tensor:
@@ -53,17 +52,9 @@ class Cutout(ImageAugmenter):
             "centre_x": torch.randint(0, width, (n,), generator=generator, device=device),
         }
 
-    def apply(
-        self,
-        images: Tensor,
-        params: Mapping[str, Tensor],
-        *,
-        targets: Tensor | None,
-        model: nn.Module | None,
-        loss_fn: LossFn | None,
-    ) -> tuple[Tensor, Tensor | None]:
+    def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         height, width = images.shape[-2:]
         mask = square_mask(
             params["centre_y"], params["centre_x"], self.config["size"], height, width
         )
-        return images.masked_fill(mask, self.config["fill"]), None
+        return images.masked_fill(mask, self.config["fill"])

@@ -21,11 +21,8 @@ removes whole filters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
-from pruneplug import Param, Scorer, Scores, prunable_layers
-from pruneplug.contracts import Batch, LossFn
+from pruneplug import LayerScorer, Param
 from torch import Tensor, nn
 
 
@@ -40,7 +37,7 @@ def distance_sums(filters: Tensor, distance: str = "l2") -> Tensor:
     return pairwise.sum(1)
 
 
-class FPGM(Scorer):
+class FPGM(LayerScorer):
     name = "fpgm"
     description = "Sum of distances to the layer's other filters: near the geometric median = prune"
     params = (
@@ -53,10 +50,8 @@ class FPGM(Scorer):
         ),
     )
 
-    def score(self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn) -> Scores:
-        scores = Scores()
-        with torch.no_grad():
-            for name, layer in prunable_layers(model).items():
-                filters = layer.weight.detach().flatten(1)
-                scores.unit[name] = distance_sums(filters, self.config["distance"])
-        return scores
+    def score_layer(self, name: str, weight: Tensor) -> None:
+        return None  # per unit only: FPGM scores whole filters
+
+    def score_units(self, name: str, weight: Tensor) -> Tensor:
+        return distance_sums(weight.flatten(1), self.config["distance"])
