@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from pruneplug import AdversarialAugmenter, LossFn, Param, hookimpl
+from pruneplug.params import probability
 
 
 def input_gradient_sign(
@@ -44,7 +45,7 @@ def input_gradient_sign(
 
 
 _EPS = Param("eps", float, 8 / 255, low=0.0, high=1.0, help="radius of the L-inf ball")
-_P = Param("p", float, 1.0, low=0.0, high=1.0, help="probability per sample")
+_P = probability(1.0)
 
 
 class FGSM(AdversarialAugmenter):

@@ -23,12 +23,15 @@ passes for the small kernels used in augmentation (oneDNN's depthwise kernels).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from pruneplug import ImageAugmenter, Param, ParamError, hookimpl
+from pruneplug.params import probability
+from pruneplug.plumbing import uniform
 
 BORDER = Param(
     "border",
@@ -39,16 +42,12 @@ BORDER = Param(
 )
 
 
-def _p() -> Param:
-    return Param("p", float, 0.5, low=0.0, high=1.0, help="probability per sample")
-
-
-def _check_odd(owner: str, config: Mapping[str, object], *names: str) -> None:
+def _check_odd(owner: str, config: Mapping[str, Any], *names: str) -> None:
     for name in names:
-        if int(config[name]) % 2 == 0:  # type: ignore[call-overload]
+        if config[name] % 2 == 0:
             raise ParamError(
                 f"augmenter {owner!r}: {name}={config[name]} must be odd so the kernel has a "
-                f"centre; use {int(config[name]) + 1}"  # type: ignore[call-overload]
+                f"centre; use {config[name] + 1}"
             )
 
 
@@ -87,20 +86,22 @@ class BoxBlur(ImageAugmenter):
     name = "box_blur"
     description = "Mean filter with an odd kernel size drawn per sample"
     params = (
-        Param("kernel_min", int, 3, low=1, high=31, help="smallest kernel size (odd)"),
+        Param(
+            "kernel_min",
+            int,
+            3,
+            low=1,
+            high=31,
+            help="smallest kernel size (odd)",
+            at_most="kernel_max",
+        ),
         Param("kernel_max", int, 5, low=1, high=31, help="largest kernel size (odd)"),
         BORDER,
-        _p(),
+        probability(0.5),
     )
 
-    def __init__(self, **params) -> None:
-        super().__init__(**params)
-        _check_odd(self.name, self.config, "kernel_min", "kernel_max")
-        if self.config["kernel_min"] > self.config["kernel_max"]:
-            raise ParamError(
-                f"augmenter 'box_blur': kernel_min={self.config['kernel_min']} is above "
-                f"kernel_max={self.config['kernel_max']}; swap them"
-            )
+    def check_config(self, config: Mapping[str, Any]) -> None:
+        _check_odd(self.name, config, "kernel_min", "kernel_max")
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``size``: the odd kernel size of each sample."""
@@ -128,30 +129,29 @@ class GaussianBlur(ImageAugmenter):
     params = (
         Param("kernel_size", int, 3, low=1, high=31, help="kernel size (odd)"),
         Param(
-            "sigma_min", float, 0.1, low=0.01, high=50.0, help="smallest sigma (pixels)", log=True
+            "sigma_min",
+            float,
+            0.1,
+            low=0.01,
+            high=50.0,
+            help="smallest sigma (pixels)",
+            log=True,
+            at_most="sigma_max",
         ),
         Param(
             "sigma_max", float, 2.0, low=0.01, high=50.0, help="largest sigma (pixels)", log=True
         ),
         BORDER,
-        _p(),
+        probability(0.5),
     )
 
-    def __init__(self, **params) -> None:
-        super().__init__(**params)
-        _check_odd(self.name, self.config, "kernel_size")
-        if self.config["sigma_min"] > self.config["sigma_max"]:
-            raise ParamError(
-                f"augmenter 'gaussian_blur': sigma_min={self.config['sigma_min']} is above "
-                f"sigma_max={self.config['sigma_max']}; swap them"
-            )
+    def check_config(self, config: Mapping[str, Any]) -> None:
+        _check_odd(self.name, config, "kernel_size")
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``sigma``: the standard deviation of each sample's kernel, in pixels."""
         low, high = self.config["sigma_min"], self.config["sigma_max"]
-        return {
-            "sigma": low + (high - low) * torch.rand(shape[0], generator=generator, device=device)
-        }
+        return {"sigma": uniform(shape[0], low, high, generator, device)}
 
     def kernels(self, params: Mapping[str, Tensor]) -> Tensor:
         """``N x k x k`` normalised Gaussians (outer products of the 1-D ones)."""

@@ -42,14 +42,11 @@ from torch import Tensor
 
 from pruneplug import Param, hookimpl
 from pruneplug.augment import ColourAugmenter
+from pruneplug.params import probability
 
 GREY = (0.299, 0.587, 0.114)
 #: RGB -> YIQ (FCC NTSC); the I and Q rows sum to 0, so greys have no chroma.
 YIQ = ((0.299, 0.587, 0.114), (0.5959, -0.2746, -0.3213), (0.2115, -0.5227, 0.3112))
-
-
-def _p(default: float = 1.0) -> Param:
-    return Param("p", float, default, low=0.0, high=1.0, help="probability per sample")
 
 
 def _strength(name: str, default: float, what: str, high: float = 1.0) -> Param:
@@ -129,7 +126,7 @@ def grayscale_map(n: int, channels: int, device) -> tuple[Tensor, Tensor]:
 class Brightness(ColourAugmenter):
     name = "brightness"
     description = "Scale intensities by a factor in [1 - brightness, 1 + brightness]"
-    params = (_strength("brightness", 0.2, "largest relative change"), _p())
+    params = (_strength("brightness", 0.2, "largest relative change"), probability(1.0))
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``factor`` per sample."""
@@ -142,7 +139,7 @@ class Brightness(ColourAugmenter):
 class Contrast(ColourAugmenter):
     name = "contrast"
     description = "Blend with the mean grey by a factor in [1 - contrast, 1 + contrast]"
-    params = (_strength("contrast", 0.2, "largest relative change"), _p())
+    params = (_strength("contrast", 0.2, "largest relative change"), probability(1.0))
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``factor`` per sample."""
@@ -156,7 +153,7 @@ class Contrast(ColourAugmenter):
 class Saturation(ColourAugmenter):
     name = "saturation"
     description = "Blend with the pixel's grey by a factor in [1 - saturation, 1 + saturation]"
-    params = (_strength("saturation", 0.2, "largest relative change"), _p())
+    params = (_strength("saturation", 0.2, "largest relative change"), probability(1.0))
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``factor`` per sample."""
@@ -172,7 +169,7 @@ class Hue(ColourAugmenter):
     description = "Rotate hues by a fraction of a turn in [-hue, hue]"
     params = (
         _strength("hue", 0.05, "largest shift, in turns (0.5 = half the colour wheel)", 0.5),
-        _p(),
+        probability(1.0),
     )
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
@@ -188,7 +185,7 @@ class Hue(ColourAugmenter):
 class Grayscale(ColourAugmenter):
     name = "grayscale"
     description = "Replace colours by their grey value (keeps the channel count)"
-    params = (_p(0.1),)
+    params = (probability(0.1),)
 
     def affine(self, params: Mapping[str, Tensor], mean: Tensor) -> tuple[Tensor, Tensor]:
         return grayscale_map(mean.shape[0], mean.shape[1], mean.device)
@@ -209,7 +206,7 @@ class ColourJitter(ColourAugmenter):
             choices=("random", "fixed"),
             help="random order per sample, or brightness, contrast, saturation, hue",
         ),
-        _p(),
+        probability(1.0),
     )
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:

@@ -29,24 +29,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from pruneplug import Param, ParamError, hookimpl
 from pruneplug.augment import FILL, INTERPOLATION, PADDING, GeometricAugmenter
-
-
-def _p(default: float) -> Param:
-    return Param("p", float, default, low=0.0, high=1.0, help="probability per sample")
+from pruneplug.params import probability
+from pruneplug.plumbing import uniform
 
 
 def _device(params: Mapping[str, Tensor]) -> torch.device:
     return next(iter(params.values())).device if params else torch.device("cpu")
-
-
-def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator, device=device)
 
 
 def _cos_sin(degrees: Tensor) -> tuple[Tensor, Tensor]:
@@ -95,7 +90,7 @@ class _Flip(GeometricAugmenter):
     """Mirror along one image axis: ``axis`` 0 is x (left-right), 1 is y (top-bottom)."""
 
     axis: int
-    params = (_p(0.5),)
+    params = (probability(0.5),)
 
     def matrix(self, params: Mapping[str, Tensor], shape: torch.Size) -> Tensor:
         n, _, h, w = shape
@@ -124,7 +119,7 @@ class VerticalFlip(_Flip):
 class Rot90(GeometricAugmenter):
     name = "rot90"
     description = "Rotate by a random multiple of 90 degrees (exact; square images)"
-    params = (_p(0.5),)
+    params = (probability(0.5),)
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``k``: quarter turns counter-clockwise, 1, 2 or 3 (p decides whether to turn)."""
@@ -147,13 +142,13 @@ class Rotation(GeometricAugmenter):
         INTERPOLATION,
         PADDING,
         FILL,
-        _p(1.0),
+        probability(1.0),
     )
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``angle``: degrees counter-clockwise."""
         d = self.config["degrees"]
-        return {"angle": _uniform(shape[0], -d, d, generator, device)}
+        return {"angle": uniform(shape[0], -d, d, generator, device)}
 
     def matrix(self, params: Mapping[str, Tensor], shape: torch.Size) -> Tensor:
         return affine_matrix(shape, params["angle"])
@@ -165,31 +160,25 @@ class Affine(GeometricAugmenter):
     params = (
         Param("degrees", float, 15.0, low=0.0, high=180.0, help="largest rotation, either way"),
         Param("translate", float, 0.1, low=0.0, high=1.0, help="largest shift, fraction of size"),
-        Param("scale_min", float, 0.9, low=0.01, high=10.0, help="smallest zoom factor"),
+        Param(
+            "scale_min", float, 0.9, low=0.01, high=10.0, help="smallest zoom", at_most="scale_max"
+        ),
         Param("scale_max", float, 1.1, low=0.01, high=10.0, help="largest zoom factor"),
         Param("shear", float, 0.0, low=0.0, high=80.0, help="largest x-shear in degrees"),
         INTERPOLATION,
         PADDING,
         FILL,
-        _p(1.0),
+        probability(1.0),
     )
-
-    def __init__(self, **params) -> None:
-        super().__init__(**params)
-        if self.config["scale_min"] > self.config["scale_max"]:
-            raise ParamError(
-                f"augmenter 'affine': scale_min={self.config['scale_min']} is above "
-                f"scale_max={self.config['scale_max']}; swap them"
-            )
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``angle`` (degrees), ``scale``, ``shear`` (degrees) and ``translate`` (N x 2 pixels)."""
         n, _, h, w = shape
         cfg = self.config
-        angle = _uniform(n, -cfg["degrees"], cfg["degrees"], generator, device)
-        scale = _uniform(n, cfg["scale_min"], cfg["scale_max"], generator, device)
-        shear = _uniform(n, -cfg["shear"], cfg["shear"], generator, device)
-        fraction = _uniform(2 * n, -cfg["translate"], cfg["translate"], generator, device)
+        angle = uniform(n, -cfg["degrees"], cfg["degrees"], generator, device)
+        scale = uniform(n, cfg["scale_min"], cfg["scale_max"], generator, device)
+        shear = uniform(n, -cfg["shear"], cfg["shear"], generator, device)
+        fraction = uniform(2 * n, -cfg["translate"], cfg["translate"], generator, device)
         size = torch.tensor([w, h], dtype=torch.float32, device=device)
         return {
             "angle": angle,
@@ -211,7 +200,7 @@ class Crop(GeometricAugmenter):
         Param("padding", int, 4, low=0, high=256, help="pixels added on each side"),
         PADDING,
         FILL,
-        _p(1.0),
+        probability(1.0),
     )
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
@@ -231,7 +220,9 @@ class ResizedCrop(GeometricAugmenter):
     name = "resized_crop"
     description = "Crop a box of random area and aspect ratio, scaled to the full size"
     params = (
-        Param("scale_min", float, 0.08, low=0.0, high=1.0, help="smallest area fraction"),
+        Param(
+            "scale_min", float, 0.08, low=0.0, high=1.0, help="smallest area", at_most="scale_max"
+        ),
         Param("scale_max", float, 1.0, low=0.0, high=1.0, help="largest area fraction"),
         Param(
             "ratio_min",
@@ -241,26 +232,24 @@ class ResizedCrop(GeometricAugmenter):
             high=100.0,
             help="smallest width / height",
             log=True,
+            at_most="ratio_max",
         ),
         Param(
             "ratio_max", float, 4 / 3, low=0.01, high=100.0, help="largest width / height", log=True
         ),
         INTERPOLATION,
-        _p(1.0),
+        probability(1.0),
     )
 
     #: candidate boxes drawn per sample; the first that fits is used (torchvision tries 10)
     attempts = 10
 
-    def __init__(self, **params) -> None:
-        super().__init__(**params)
-        cfg = self.config
-        for low, high in (("scale_min", "scale_max"), ("ratio_min", "ratio_max")):
-            if cfg[low] > cfg[high] or cfg[high] <= 0:
-                raise ParamError(
-                    f"augmenter 'resized_crop': need {low} <= {high} and {high} > 0, got "
-                    f"{low}={cfg[low]} and {high}={cfg[high]}"
-                )
+    def check_config(self, config: Mapping[str, Any]) -> None:
+        if config["scale_max"] <= 0:
+            raise ParamError(
+                f"augmenter 'resized_crop': scale_max={config['scale_max']} leaves no area; "
+                "give scale_max > 0"
+            )
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``box``: left, top, width, height in pixels (left/top at the pixel edge, so the
@@ -272,8 +261,8 @@ class ResizedCrop(GeometricAugmenter):
         """
         n, _, h, w = shape
         cfg, k = self.config, self.attempts
-        area = h * w * _uniform(n * k, cfg["scale_min"], cfg["scale_max"], generator, device)
-        log_ratio = _uniform(
+        area = h * w * uniform(n * k, cfg["scale_min"], cfg["scale_max"], generator, device)
+        log_ratio = uniform(
             n * k, math.log(cfg["ratio_min"]), math.log(cfg["ratio_max"]), generator, device
         )
         bw = (area * log_ratio.exp()).sqrt().view(n, k)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from pruneplug import MixingAugmenter, Param, hookimpl
+from pruneplug.params import probability
 
 
 def beta(alpha: float, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -130,7 +131,7 @@ _NUM_CLASSES = Param(
     low=0,
     help="number of classes, needed for class-index targets (0: targets are soft labels)",
 )
-_P = Param("p", float, 1.0, low=0.0, high=1.0, help="probability per sample")
+_P = probability(1.0)
 
 
 class Mixup(_Mixing):

@@ -30,42 +30,33 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from pruneplug import ImageAugmenter, Param, ParamError, hookimpl
-
-
-def _p() -> Param:
-    return Param("p", float, 0.5, low=0.0, high=1.0, help="probability per sample")
-
-
-def _range(owner: ImageAugmenter, low: str, high: str) -> None:
-    if owner.config[low] > owner.config[high]:
-        raise ParamError(
-            f"augmenter {owner.name!r}: {low}={owner.config[low]} is above "
-            f"{high}={owner.config[high]}; swap them"
-        )
-
-
-def _uniform(owner: ImageAugmenter, low: str, high: str, n: int, generator, device) -> Tensor:
-    a, b = owner.config[low], owner.config[high]
-    return a + (b - a) * torch.rand(n, generator=generator, device=device)
+from pruneplug import ImageAugmenter, Param, hookimpl
+from pruneplug.params import probability
+from pruneplug.plumbing import uniform
 
 
 class GaussianNoise(ImageAugmenter):
     name = "gaussian_noise"
     description = "Add Gaussian noise with a standard deviation drawn per sample"
     params = (
-        Param("sigma_min", float, 0.02, low=0.0, high=1.0, help="smallest standard deviation"),
+        Param(
+            "sigma_min",
+            float,
+            0.02,
+            low=0.0,
+            high=1.0,
+            help="smallest standard deviation",
+            at_most="sigma_max",
+        ),
         Param("sigma_max", float, 0.1, low=0.0, high=1.0, help="largest standard deviation"),
-        _p(),
+        probability(0.5),
     )
-
-    def __init__(self, **params) -> None:
-        super().__init__(**params)
-        _range(self, "sigma_min", "sigma_max")
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``sigma`` per sample and ``noise``, standard normal values shaped like the batch."""
-        sigma = _uniform(self, "sigma_min", "sigma_max", shape[0], generator, device)
+        sigma = uniform(
+            shape[0], self.config["sigma_min"], self.config["sigma_max"], generator, device
+        )
         return {"sigma": sigma, "noise": torch.randn(shape, generator=generator, device=device)}
 
     def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
@@ -77,23 +68,27 @@ class SaltAndPepper(ImageAugmenter):
     name = "salt_and_pepper"
     description = "Set a random fraction of pixels to white or black"
     params = (
-        Param("amount_min", float, 0.01, low=0.0, high=1.0, help="smallest fraction of pixels"),
+        Param(
+            "amount_min",
+            float,
+            0.01,
+            low=0.0,
+            high=1.0,
+            help="smallest fraction of pixels",
+            at_most="amount_max",
+        ),
         Param("amount_max", float, 0.05, low=0.0, high=1.0, help="largest fraction of pixels"),
         Param("salt_ratio", float, 0.5, low=0.0, high=1.0, help="fraction of them set white"),
-        _p(),
+        probability(0.5),
     )
-
-    def __init__(self, **params) -> None:
-        super().__init__(**params)
-        _range(self, "amount_min", "amount_max")
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``amount`` per sample and ``uniform``, one value in [0, 1) per pixel (N x 1 x H x W):
         a pixel is salt below ``amount * salt_ratio``, pepper below ``amount``."""
         n, _, h, w = shape
-        amount = _uniform(self, "amount_min", "amount_max", n, generator, device)
-        uniform = torch.rand(n, 1, h, w, generator=generator, device=device)
-        return {"amount": amount, "uniform": uniform}
+        amount = uniform(n, self.config["amount_min"], self.config["amount_max"], generator, device)
+        hits = torch.rand(n, 1, h, w, generator=generator, device=device)
+        return {"amount": amount, "uniform": hits}
 
     def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         amount = params["amount"].view(-1, 1, 1, 1)
@@ -115,6 +110,7 @@ class ShotNoise(ImageAugmenter):
             low=0.1,
             high=1000.0,
             help="fewest photons (noisiest)",
+            at_most="photons_max",
             log=True,
         ),
         Param(
@@ -126,19 +122,20 @@ class ShotNoise(ImageAugmenter):
             help="most photons (cleanest)",
             log=True,
         ),
-        _p(),
+        probability(0.5),
     )
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        _range(self, "photons_min", "photons_max")
         # counts above this have probability < 1e-12 even at the highest rate
         rate = self.config["photons_max"]
         self.max_count = math.ceil(rate + 8 * math.sqrt(rate) + 10)
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``photons`` per sample and ``uniform``, one value in [0, 1) per pixel and channel."""
-        photons = _uniform(self, "photons_min", "photons_max", shape[0], generator, device)
+        photons = uniform(
+            shape[0], self.config["photons_min"], self.config["photons_max"], generator, device
+        )
         return {
             "photons": photons,
             "uniform": torch.rand(shape, generator=generator, device=device),
@@ -163,22 +160,28 @@ class ImpulseNoise(ImageAugmenter):
     name = "impulse_noise"
     description = "Replace a random fraction of values by random values"
     params = (
-        Param("amount_min", float, 0.01, low=0.0, high=1.0, help="smallest fraction of values"),
+        Param(
+            "amount_min",
+            float,
+            0.01,
+            low=0.0,
+            high=1.0,
+            help="smallest fraction of values",
+            at_most="amount_max",
+        ),
         Param("amount_max", float, 0.05, low=0.0, high=1.0, help="largest fraction of values"),
-        _p(),
+        probability(0.5),
     )
-
-    def __init__(self, **params) -> None:
-        super().__init__(**params)
-        _range(self, "amount_min", "amount_max")
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``amount`` per sample; ``uniform`` (which values are hit: those below ``amount``)
         and ``values`` (their new values), both shaped like the batch."""
-        amount = _uniform(self, "amount_min", "amount_max", shape[0], generator, device)
-        uniform = torch.rand(shape, generator=generator, device=device)
+        amount = uniform(
+            shape[0], self.config["amount_min"], self.config["amount_max"], generator, device
+        )
+        hits = torch.rand(shape, generator=generator, device=device)
         values = torch.rand(shape, generator=generator, device=device)
-        return {"amount": amount, "uniform": uniform, "values": values}
+        return {"amount": amount, "uniform": hits, "values": values}
 
     def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         hit = params["uniform"] < params["amount"].view(-1, 1, 1, 1)

@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import importlib.resources
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
 import torch
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from pruneplug import Param, TextAugmenter, hookimpl
+from pruneplug import Param, ParamError, TextAugmenter, hookimpl
 
 Synonyms = Callable[[str], Sequence[str]]
 Translate = Callable[[str, str, str], str]
@@ -364,15 +364,19 @@ class EDA(_SynonymAugmenter):
         _LEXICON,
     )
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        operations = ("alpha_sr", "alpha_ri", "alpha_rs", "p_rd")
-        self.operations = [name for name in operations if self.config[name] > 0]
-        if not self.operations:
-            raise ValueError(
-                "eda: every operation is switched off (alpha_sr = alpha_ri = alpha_rs = p_rd = "
-                "0): give at least one a positive value"
+    operation_names = ("alpha_sr", "alpha_ri", "alpha_rs", "p_rd")
+
+    def check_config(self, config: Mapping[str, Any]) -> None:
+        if not any(config[name] > 0 for name in self.operation_names):
+            raise ParamError(
+                "augmenter 'eda': every operation is switched off (alpha_sr = alpha_ri = "
+                "alpha_rs = p_rd = 0): give at least one a positive value"
             )
+
+    @property
+    def operations(self) -> list[str]:
+        """The operations switched on, in EDA's order."""
+        return [name for name in self.operation_names if self.config[name] > 0]
 
     def edit(self, tokens: list[str], generator: torch.Generator) -> list[str]:
         operation = _choice(self.operations, generator)

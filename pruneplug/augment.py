@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .contracts import ImageAugmenter, LossFn
-from .params import Param
+from .params import Param, probability
 
 #: ``padding_mode`` choices of geometric augmenters -> ``grid_sample``'s names. "constant"
 #: fills with ``fill``; "border" repeats the edge pixel; "reflection" mirrors about the edge.
@@ -379,7 +379,7 @@ class OneOf(_Pipeline):
 
     name = "one_of"
     description = "Apply one augmenter, picked at random for each sample"
-    params = (Param("p", float, 1.0, low=0.0, high=1.0, help="probability per sample"),)
+    params = (probability(1.0),)
 
     def __init__(
         self,
@@ -490,7 +490,7 @@ class TorchvisionAugmenter(ImageAugmenter):
 
     name = "torchvision"
     description = "A torchvision v2 transform applied to each image separately (slower)"
-    params = (Param("p", float, 1.0, low=0.0, high=1.0, help="probability per sample"),)
+    params = (probability(1.0),)
 
     def __init__(self, transform: Callable[[Tensor], Tensor], *, p: float = 1.0) -> None:
         super().__init__(p=p)

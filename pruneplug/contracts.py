@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from .params import Param, validate
+from .params import Param, check_declarations, validate
 from .plumbing import (
     Batch,
     LossFn,
@@ -56,8 +56,20 @@ class Plugin:
     description: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_declarations(f"{cls.__qualname__}", cls.params)
+
     def __init__(self, **params: Any) -> None:
         self.config: dict[str, Any] = validate(f"{self.kind} {self.name!r}", self.params, params)
+        self.check_config(self.config)
+
+    def check_config(self, config: Mapping[str, Any]) -> None:
+        """Cross-parameter checks beyond what the declarations say; raise :class:`ParamError`.
+
+        Called after every parameter was validated on its own (``at_most`` pairs included).
+        The default accepts everything.
+        """
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
@@ -415,7 +427,7 @@ class ImageAugmenter(Plugin):
         """
         draw_on = generator.device
         params = dict(self.generate_parameters(shape, generator, draw_on))
-        p = self.config.get("p", 1.0)
+        p = next((self.config[q.name] for q in self.params if q.probability), 1.0)
         if p < 1:
             params["applied"] = torch.rand(shape[0], generator=generator, device=draw_on) < p
         else:

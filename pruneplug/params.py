@@ -12,9 +12,13 @@ purposes, so a third-party plugin gets all three for free:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import torch
 
 #: The value types a parameter may declare (they map onto JSON and onto widgets).
 PARAM_TYPES = (bool, int, float, str)
@@ -37,6 +41,13 @@ class Param:
         help: one line saying what the parameter does (shown in the CLI and as widget tooltip).
         log: the useful values span decades (e.g. a Beta concentration from 0.001 to 100), so
             the widget is a log-scale slider. Needs a ``float`` with bounds ``0 < low < high``.
+        probability: this is the per-sample probability of an image augmenter (a ``float`` in
+            [0, 1]); the base class draws which samples to transform from it. Declare it with
+            :func:`probability`.
+        at_most: the name of another parameter this one may not exceed (a min/max pair such as
+            ``sigma_min`` / ``sigma_max``), checked on every call with a :class:`ParamError`.
+
+    Values given as NumPy scalars or 0-d tensors are accepted wherever a number is.
     """
 
     name: str
@@ -47,8 +58,15 @@ class Param:
     choices: tuple[Any, ...] | None = None
     help: str = ""
     log: bool = False
+    probability: bool = False
+    at_most: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(
+                f"Param name {self.name!r} is not a Python identifier: callers pass it as a "
+                "keyword (get_augmenter('x', name=...)), so use letters, digits and '_'"
+            )
         if self.type not in PARAM_TYPES:
             raise TypeError(
                 f"Param {self.name!r}: type must be one of bool, int, float, str, got {self.type!r}"
@@ -61,6 +79,11 @@ class Param:
             raise ValueError(f"Param {self.name!r}: low={self.low} is above high={self.high}")
         if self.log:
             self._check_log_scale()
+        if self.probability and (self.type is not float or (self.low, self.high) != (0, 1)):
+            raise ValueError(
+                f"Param {self.name!r}: a probability is a float in [0, 1]; declare it with "
+                "pruneplug.params.probability()"
+            )
         problem = self.problem(self.default)
         if problem:
             raise ValueError(
@@ -93,10 +116,11 @@ class Param:
 
     def problem(self, value: Any) -> str | None:
         """Say what is wrong with ``value`` for this parameter, or ``None`` if it is valid."""
+        value = plain(value)
         if self.type is float:
-            ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok_type = isinstance(value, numbers.Real) and not isinstance(value, bool)
         elif self.type is int:
-            ok_type = isinstance(value, int) and not isinstance(value, bool)
+            ok_type = isinstance(value, numbers.Integral) and not isinstance(value, bool)
         else:
             ok_type = isinstance(value, self.type)
         if not ok_type:
@@ -122,7 +146,32 @@ class Param:
             "choices": list(self.choices) if self.choices is not None else None,
             "help": self.help,
             "log": self.log,
+            "probability": self.probability,
+            "at_most": self.at_most,
         }
+
+
+def probability(default: float = 1.0, name: str = "p", help: str = "") -> Param:
+    """The per-sample probability parameter of an image augmenter (float in [0, 1]).
+
+    The base class draws, for each sample, whether to transform it (``rand(N) < p``).
+    """
+    return Param(
+        name,
+        float,
+        default,
+        low=0.0,
+        high=1.0,
+        help=help or "probability that a sample is transformed",
+        probability=True,
+    )
+
+
+def plain(value: Any) -> Any:
+    """A NumPy scalar or a 0-d tensor as the Python number it holds; anything else as is."""
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.ndim == 0):
+        return value.item()
+    return value
 
 
 def validate(owner: str, params: Iterable[Param], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,11 +188,37 @@ def validate(owner: str, params: Iterable[Param], values: Mapping[str, Any]) -> 
         raise ParamError(f"{owner}: unknown parameter(s) {', '.join(unknown)}; it accepts: {known}")
     checked: dict[str, Any] = {}
     for name, param in declared.items():
-        value = values.get(name, param.default)
+        value = plain(values.get(name, param.default))
         problem = param.problem(value)
         if problem:
             raise ParamError(
                 f"{owner}: parameter {name}={value!r} {problem} (allowed: {param.allowed()})"
             )
-        checked[name] = float(value) if param.type is float else value
+        checked[name] = {float: float, int: int}.get(param.type, lambda v: v)(value)
+    for name, param in declared.items():
+        bound = param.at_most
+        if bound is not None and checked[name] > checked[bound]:
+            raise ParamError(
+                f"{owner}: {name}={checked[name]!r} is above {bound}={checked[bound]!r}; give "
+                f"{name} <= {bound} (swap them)"
+            )
     return checked
+
+
+def check_declarations(owner: str, params: Iterable[Param]) -> None:
+    """Refuse declarations that contradict each other: duplicate names, an ``at_most`` naming
+    no parameter of the same type, several probabilities. Raises ``TypeError``."""
+    declared: dict[str, Param] = {}
+    for param in params:
+        if param.name in declared:
+            raise TypeError(f"{owner}: parameter {param.name!r} is declared twice")
+        declared[param.name] = param
+    for param in declared.values():
+        other = declared.get(param.at_most) if param.at_most is not None else param
+        if other is None or other.type is not param.type:
+            raise TypeError(
+                f"{owner}: parameter {param.name!r} has at_most={param.at_most!r}, which names "
+                f"no {param.type.__name__} parameter of the plugin"
+            )
+    if sum(p.probability for p in declared.values()) > 1:
+        raise TypeError(f"{owner}: declares several probability parameters; keep one")

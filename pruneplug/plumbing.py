@@ -8,6 +8,7 @@ What a scorer, pruner or training loop needs from a model besides its own method
   weight_mask`` for a layer pruned with ``torch.nn.utils.prune``);
 * :func:`evaluation_mode` - eval mode for a block, every module's own mode restored after;
 * :func:`model_device` - where a model's parameters live;
+* :func:`uniform` - per-sample draws in [low, high) from a generator, for augmenters;
 * :func:`take_batches`, :func:`scalar_loss`, :func:`max_batches_param` - for scorers that
   need data: checked ``(inputs, targets)`` batches on the model's device, a loss reduced to a
   scalar, and the usual "how many batches" parameter.
@@ -133,3 +134,10 @@ def scalar_loss(loss: Tensor) -> Tensor:
             "(e.g. reduction='mean')"
         )
     return loss
+
+
+def uniform(
+    n: int, low: float, high: float, generator: torch.Generator, device: torch.device | str
+) -> Tensor:
+    """``n`` draws from U[low, high) with ``generator`` (the per-sample draw of most augmenters)."""
+    return low + (high - low) * torch.rand(n, generator=generator, device=device)

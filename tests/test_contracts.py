@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 import pruneplug
-from pruneplug import ImageAugmenter, Param, Scores, TextAugmenter
+from pruneplug import ImageAugmenter, Scores, TextAugmenter
 from pruneplug.contracts import check_amount
+from pruneplug.params import probability
 
 
 def test_prunable_layers_refuses_a_model_without_any():
@@ -65,7 +66,7 @@ def test_failed_prune_leaves_the_model_untouched():
 class Invert(ImageAugmenter):
     name = "invert"
     description = "1 - x"
-    params = (Param("p", float, 0.5, low=0, high=1),)
+    params = (probability(0.5),)
 
     def apply(self, images, params):
         return 1 - images

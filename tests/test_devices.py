@@ -16,7 +16,6 @@ from torchvision.transforms import v2
 import pruneplug
 from pruneplug import (
     ImageAugmenter,
-    Param,
     TextAugmenter,
     engine,
     metrics,
@@ -26,6 +25,7 @@ from pruneplug import (
 )
 from pruneplug.augment import Compose, OneOf, from_torchvision
 from pruneplug.models import cnn, mlp
+from pruneplug.params import probability
 from pruneplug.registry import Registry
 
 HAS_CUDA = torch.cuda.is_available()
@@ -133,7 +133,7 @@ class Probe(ImageAugmenter):
     """Records the device it is asked to draw on; returns the images unchanged."""
 
     name = "probe"
-    params = (Param("p", float, 0.5, low=0.0, high=1.0, help="probability per sample"),)
+    params = (probability(0.5),)
 
     def generate_parameters(self, shape, generator, device):
         self.drawn_on = torch.device(device)

@@ -68,5 +68,49 @@ def test_declarations_serialise_to_json():
         "choices": None,
         "help": "fraction",
         "log": False,
+        "probability": False,
+        "at_most": None,
     }
     assert data[2]["choices"] == ["a", "b"]
+
+
+def test_numpy_and_tensor_scalars_are_numbers_everywhere():
+    import numpy as np
+    import torch
+
+    config = validate("t", DECL, {"amount": np.float32(0.25), "k": np.int64(3)})
+    assert config["amount"] == 0.25 and type(config["amount"]) is float
+    assert config["k"] == 3 and type(config["k"]) is int
+    assert validate("t", DECL, {"amount": torch.tensor(0.5)})["amount"] == 0.5
+    with pytest.raises(ParamError, match="k=1.5"):
+        validate("t", DECL, {"k": np.float64(1.5)})
+
+
+def test_names_must_be_identifiers_and_pairs_ordered():
+    with pytest.raises(ValueError, match="not a Python identifier"):
+        Param("max-size", int, 1)
+    pair = (
+        Param("low", float, 0.1, low=0.0, high=1.0, help="low", at_most="high"),
+        Param("high", float, 0.5, low=0.0, high=1.0, help="high"),
+    )
+    assert validate("t", pair, {"low": 0.5, "high": 0.5}) == {"low": 0.5, "high": 0.5}
+    with pytest.raises(ParamError, match="t: low=0.6 is above high=0.5; give low <= high"):
+        validate("t", pair, {"low": 0.6})
+
+
+def test_contradicting_declarations_are_refused_when_the_class_is_made():
+    from pruneplug import ImageAugmenter
+    from pruneplug.params import probability
+
+    with pytest.raises(TypeError, match="at_most='hi', which names no float parameter"):
+
+        class Dangling(ImageAugmenter):
+            params = (Param("lo", float, 0.1, low=0.0, high=1.0, help="lo", at_most="hi"),)
+
+    with pytest.raises(TypeError, match="several probability parameters"):
+
+        class Twice(ImageAugmenter):
+            params = (probability(0.5), probability(0.5, name="q"))
+
+    with pytest.raises(ValueError, match="a probability is a float in"):
+        Param("p", float, 0.5, low=0.0, high=2.0, probability=True)

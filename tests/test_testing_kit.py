@@ -25,6 +25,7 @@ from pruneplug import (
     TextAugmenter,
     prunable_layers,
 )
+from pruneplug.params import probability
 from pruneplug.registry import Entry
 from pruneplug.testing import (
     RULES,
@@ -73,7 +74,7 @@ class GoodDataScorer(GoodScorer):
 class GoodAug(ImageAugmenter):
     name = "good_aug"
     description = "shift each image's brightness by a random amount"
-    params = (Param("p", float, 0.5, low=0.0, high=1.0, help="probability per sample"),)
+    params = (probability(0.5),)
 
     def generate_parameters(self, shape, generator, device):
         return {"delta": torch.rand(shape[0], generator=generator, device=device) * 0.4 - 0.2}

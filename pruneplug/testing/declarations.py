@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..contracts import Plugin
+from ..contracts import ImageAugmenter, Plugin
 from ..params import Param, ParamError
 from ..registry import NAME_PATTERN
 from .rules import _Check
@@ -51,6 +51,12 @@ def _check_declarations(cls: Any, check: _Check, base: tuple[type, ...]) -> None
     for p in params:
         if not p.help.strip() or "\n" in p.help.strip():
             check.fail("declaration.params", f"parameter {p.name!r} has help {p.help!r}")
+        if issubclass(cls, ImageAugmenter) and p.name == "p" and not p.probability:
+            check.fail(
+                "declaration.params",
+                "parameter 'p' is not declared as the per-sample probability, so every sample "
+                "is transformed whatever its value; declare it with pruneplug.params.probability()",
+            )
     try:
         json.dumps([p.to_json() for p in params], allow_nan=False)
     except (TypeError, ValueError) as error:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import torch
 from pruneplug import ImageAugmenter, Param
+from pruneplug.params import probability
 from torch import Tensor
 
 
@@ -39,7 +40,7 @@ class Cutout(ImageAugmenter):
     params = (
         Param("size", int, 4, low=1, high=4096, help="side of the square, in pixels"),
         Param("fill", float, 0.0, low=0.0, high=1.0, help="value written into the square"),
-        Param("p", float, 1.0, low=0.0, high=1.0, help="probability that an image is cut"),
+        probability(1.0, help="probability that an image is cut"),
     )
 
     def generate_parameters(
