@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -12,24 +13,62 @@ import sys
 from pathlib import Path
 
 from .registry import KINDS, Entry, Registry, UnknownPluginError, get_registry
+from .sweep.cli import add_parser as add_sweep_parser
 
 #: ``pruneplug bench NAME`` -> modules whose ``run(quick)`` print that benchmark's tables.
 BENCHMARKS = {
     "pruning": ("pruning_unstructured", "pruning_structured"),
     "augment": ("augment",),
     "widgets": ("widgets",),
+    "sweep": ("sweep",),
 }
 
 
+#: the chapters a wheel installs (setup.py copies ``course/*.ipynb`` into the built package)
+INSTALLED_COURSE = Path(__file__).resolve().parent / "course"
+#: the chapters of a clone, which an editable install (``make lab``) reads in place
+CHECKOUT_COURSE = Path(__file__).resolve().parent.parent / "course"
+#: where ``pruneplug course`` copies installed chapters to open them (relative to the cwd)
+WORKING_COPY = "pruneplug-course"
+
+
 def course_dir() -> Path:
-    """The folder holding the course notebooks (next to the package in a source checkout)."""
-    folder = Path(__file__).resolve().parent.parent / "course"
-    if not folder.is_dir():
-        raise SystemExit(
-            "pruneplug: the course notebooks ship with the source repository; clone it and run "
-            "`make lab` there"
-        )
-    return folder
+    """The folder holding the course chapters: the installed copy, or else the clone's course/.
+
+    A wheel install has them inside the package (never opened in place: ``pruneplug course``
+    opens a copy); a clone or editable install has them in the repository's ``course/``.
+    """
+    for folder in (INSTALLED_COURSE, CHECKOUT_COURSE):
+        if any(folder.glob("*.ipynb")):
+            return folder
+    raise SystemExit(
+        f"pruneplug: no course chapters in {INSTALLED_COURSE} or {CHECKOUT_COURSE}; reinstall "
+        'with `pip install --force-reinstall "pruneplug[course]"`, or clone the repository and '
+        "run `make lab` there"
+    )
+
+
+def copy_course(target: Path) -> tuple[list[str], list[str]]:
+    """Copy the chapters to ``target``, keeping any already there (they may hold your work).
+
+    Returns the names copied and the names kept, so that the caller can say what happened.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    copied, kept = [], []
+    for chapter in sorted(course_dir().glob("*.ipynb")):
+        if (target / chapter.name).exists():
+            kept.append(chapter.name)
+        else:
+            shutil.copy2(chapter, target)
+            copied.append(chapter.name)
+    return copied, kept
+
+
+def _report_copy(target: Path, copied: list[str], kept: list[str]) -> None:
+    line = f"copied {len(copied)} chapters to {target}"
+    if kept:
+        line += f"; kept {len(kept)} already there (delete one to get the shipped version back)"
+    print(line)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -86,14 +125,22 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_course(args: argparse.Namespace) -> int:
-    source = course_dir()
     if args.copy:
-        target = Path(args.copy)
-        target.mkdir(parents=True, exist_ok=True)
-        copied = [shutil.copy2(nb, target) for nb in sorted(source.glob("*.ipynb"))]
-        print(f"copied {len(copied)} chapters to {target}")
+        target = Path(args.copy).resolve()
+        _report_copy(target, *copy_course(target))
         return 0
-    command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={source}"]
+    if importlib.util.find_spec("jupyterlab") is None:
+        print(
+            'pruneplug: JupyterLab is not installed; run `pip install "pruneplug[course]"`, or '
+            "`pruneplug course --copy DIR` and open DIR in a Jupyter you have",
+            file=sys.stderr,
+        )
+        return 1
+    folder = course_dir()
+    if folder != CHECKOUT_COURSE:  # installed chapters: open a copy, never the package itself
+        folder = Path.cwd() / WORKING_COPY
+        _report_copy(folder, *copy_course(folder))
+    command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}"]
     command += [f"--port={args.port}"] if args.port else []
     if os.name == "posix" and os.geteuid() == 0:  # containers often run as root: Jupyter refuses
         command.append("--allow-root")
@@ -119,8 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.set_defaults(func=cmd_plugins)
 
-    course = sub.add_parser("course", help="open the course in JupyterLab")
-    course.add_argument("--copy", metavar="DIR", help="copy the notebooks to DIR instead")
+    course = sub.add_parser(
+        "course",
+        help="open the course in JupyterLab",
+        description=(
+            "Open the course chapters in JupyterLab. In a clone (editable install) that is the "
+            f"repository's course/ folder; after `pip install` it is ./{WORKING_COPY}, a copy "
+            "made on first use in the current folder (chapters already there are kept, so your "
+            'edits survive). JupyterLab comes with `pip install "pruneplug[course]"`.'
+        ),
+    )
+    course.add_argument(
+        "--copy",
+        metavar="DIR",
+        help="only copy the chapters to DIR (keeping any already there) and exit",
+    )
     course.add_argument("--port", type=int, help="port for JupyterLab")
     course.set_defaults(func=cmd_course)
 
@@ -128,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", choices=list(BENCHMARKS))
     bench.add_argument("--quick", action="store_true", help="a tiny run (for tests)")
     bench.set_defaults(func=cmd_bench)
+
+    add_sweep_parser(sub)
     return parser
 
 

@@ -356,7 +356,8 @@ class Explorer:
         JupyterLab, which shows a safe image rather than an unsafe widget view).
         """
         fig = Figure(figsize=(8, 3))
-        if "error" not in self.result:
+        draws = type(self).draw is not Explorer.draw  # an explorer may show HTML, not a figure
+        if draws and "error" not in self.result:
             self.draw(fig)
         lines = [
             f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in self.result.items()

@@ -1,5 +1,6 @@
 """The ``pruneplug`` command, run as a user runs it."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 
 import pytest
 
+from pruneplug import cli
 from pruneplug.cli import course_dir, main
 
 
@@ -60,6 +62,32 @@ def test_course_copy(tmp_path, capsys):
     assert f"copied {len(copied)} chapters" in capsys.readouterr().out
 
 
+def test_course_copy_keeps_chapters_already_there(tmp_path, capsys):
+    target = tmp_path / "my-course"
+    target.mkdir()
+    (target / "00-welcome.ipynb").write_text("my notes")
+    assert main(["course", "--copy", str(target)]) == 0
+    total = len(list(course_dir().glob("*.ipynb")))
+    out = capsys.readouterr().out
+    assert f"copied {total - 1} chapters to {target}; kept 1 already there" in out
+    assert (target / "00-welcome.ipynb").read_text() == "my notes"
+    assert len(list(target.glob("*.ipynb"))) == total
+
+
+def test_course_dir_prefers_the_installed_copy(monkeypatch, tmp_path):
+    assert course_dir() == cli.CHECKOUT_COURSE  # this checkout has no built pruneplug/course/
+    (tmp_path / "00-a.ipynb").write_text("{}")
+    monkeypatch.setattr(cli, "INSTALLED_COURSE", tmp_path)
+    assert course_dir() == tmp_path
+
+
+def test_course_dir_missing_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "INSTALLED_COURSE", tmp_path / "a")
+    monkeypatch.setattr(cli, "CHECKOUT_COURSE", tmp_path / "b")
+    with pytest.raises(SystemExit, match=r'pip install --force-reinstall "pruneplug\[course\]"'):
+        course_dir()
+
+
 def test_bad_command_exits_with_usage():
     result = run("frobnicate")
     assert result.returncode == 2 and "invalid choice" in result.stderr
@@ -75,3 +103,37 @@ def test_course_opens_jupyterlab_on_the_course(monkeypatch, uid):
     assert command[1:3] == ["-m", "jupyterlab"]
     assert f"--notebook-dir={course_dir()}" in command and "--port=8899" in command
     assert ("--allow-root" in command) == (uid == 0)
+
+
+def test_installed_course_opens_a_copy_in_the_current_folder(monkeypatch, tmp_path, capsys):
+    installed = tmp_path / "site-packages" / "pruneplug" / "course"
+    installed.mkdir(parents=True)
+    for name in ("00-a.ipynb", "01-b.ipynb"):
+        (installed / name).write_text(name)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(cli, "INSTALLED_COURSE", installed)
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    assert main(["course"]) == 0
+    copy = work / cli.WORKING_COPY
+    assert f"--notebook-dir={copy}" in calls[0]
+    assert sorted(p.name for p in copy.iterdir()) == ["00-a.ipynb", "01-b.ipynb"]
+    assert f"copied 2 chapters to {copy}" in capsys.readouterr().out
+    (copy / "00-a.ipynb").write_text("edited")
+    assert main(["course"]) == 0  # the second time opens the same copy and keeps the edit
+    assert calls[1] == calls[0] and (copy / "00-a.ipynb").read_text() == "edited"
+    assert "copied 0 chapters" in capsys.readouterr().out
+
+
+def test_course_without_jupyterlab_names_the_extra(monkeypatch, capsys):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "jupyterlab" else real_find_spec(name, *a),
+    )
+    monkeypatch.setattr(subprocess, "call", lambda command: pytest.fail(f"ran {command}"))
+    assert main(["course"]) == 1
+    assert 'pip install "pruneplug[course]"' in capsys.readouterr().err

@@ -468,3 +468,20 @@ def test_every_explorer_works_with_a_model_on_the_gpu(registry, digits, trained)
         [Param("lr", float, 0.1, low=0.01, high=1.0)],
     )
     assert curves.result["lr"] == 0.1
+
+
+def test_an_explorer_without_a_figure_still_leaves_a_static_picture_of_its_numbers():
+    class Numbers(widgets.Explorer):
+        """Shows its result as a table only (as chapter 11's text explorer shows HTML)."""
+
+        def compute(self):
+            return {"changed": 3}
+
+    explorer = Numbers()
+    explorer.result = explorer.compute()
+    bundle = explorer._repr_mimebundle_()
+    png = base64.b64decode(bundle["image/png"])
+    assert (
+        png.startswith(b"\x89PNG")
+        and bundle["text/plain"] == "Numbers (interactive: run in Jupyter)"
+    )

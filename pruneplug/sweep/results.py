@@ -1,0 +1,131 @@
+"""A sweep's results as records and as a plain table (a list of dicts; pandas is not needed).
+
+Records are sorted by their config's canonical JSON, so the same sweep gives the same table on
+every backend, whatever order the trials finished in. ``pandas.DataFrame(results.to_rows())``
+turns the table into a data frame for those who have pandas.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .spec import canonical_json
+from .store import Record, ResultsStore
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Rows as aligned text columns (``columns``: which and in what order; default all)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or dict.fromkeys(k for row in rows for k in row))
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [columns, *cells]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@dataclass
+class Results:
+    """The records of one sweep (or of a whole results file), sorted by config.
+
+    Attributes:
+        records: dicts as stored (see :mod:`pruneplug.sweep.store`).
+        ran, cached: how many trials this run executed, and how many it found already done.
+    """
+
+    records: list[Record]
+    ran: int = 0
+    cached: int = 0
+
+    def __post_init__(self) -> None:
+        self.records = sorted(self.records, key=lambda r: canonical_json(r["config"]))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Results:
+        """Every record of a results file (e.g. to summarise a sweep that ran elsewhere)."""
+        return cls(list(ResultsStore(path).records.values()))
+
+    @property
+    def ok(self) -> list[Record]:
+        """Records of trials that returned metrics."""
+        return [r for r in self.records if r["status"] == "ok"]
+
+    @property
+    def failed(self) -> list[Record]:
+        """Records of trials that raised, or whose worker kept dying."""
+        return [r for r in self.records if r["status"] == "failed"]
+
+    def to_rows(self, *, timing: bool = True) -> list[dict[str, Any]]:
+        """One flat dict per trial: config keys, metrics, ``status``, ``error``, ``time_s``.
+
+        Every row has the same keys (``None`` where a trial lacks a metric). ``timing=False``
+        leaves out ``time_s`` and any metric ending in ``_s`` or ``_ms`` (they differ run to run).
+        """
+        config_keys = sorted({k for r in self.records for k in r["config"]})
+        metric_keys = sorted({k for r in self.records for k in (r.get("metrics") or {})})
+        if not timing:
+            metric_keys = [k for k in metric_keys if not k.endswith(("_s", "_ms"))]
+        rows = []
+        for r in self.records:
+            metrics, error = r.get("metrics") or {}, r.get("error")
+            row = {k: r["config"].get(k) for k in config_keys}
+            row.update({k: metrics.get(k) for k in metric_keys})
+            row["status"] = r["status"]
+            row["error"] = f"{error['type']}: {error['message']}" if error else None
+            if timing:
+                row["time_s"] = r.get("time_s")
+            rows.append(row)
+        return rows
+
+    def summary(
+        self, group_by: str | Iterable[str], metric: str = "accuracy"
+    ) -> list[dict[str, Any]]:
+        """Mean, sample standard deviation and count of ``metric`` per group of successful trials.
+
+        ``group_by`` is one config key or several; each row is ``{key: value, ..., "metric":
+        metric, "mean": ..., "std": ..., "n": ...}`` (``std`` is ``None`` for a group of one).
+        Raises ``KeyError`` naming the keys there are when a key or the metric is unknown.
+        """
+        keys = [group_by] if isinstance(group_by, str) else list(group_by)
+        config_keys = {k for r in self.records for k in r["config"]}
+        metric_keys = {k for r in self.ok for k in r["metrics"]}
+        for key in keys:
+            if key not in config_keys:
+                raise KeyError(
+                    f"no config key {key!r}; the keys are {', '.join(sorted(config_keys))}"
+                )
+        if self.ok and metric not in metric_keys:
+            raise KeyError(
+                f"no metric {metric!r}; the metrics are {', '.join(sorted(metric_keys))}"
+            )
+        groups: dict[str, tuple[list[Any], list[float]]] = {}
+        for r in self.ok:
+            if r["metrics"].get(metric) is None:
+                continue
+            values = [r["config"].get(k) for k in keys]
+            groups.setdefault(canonical_json(values), (values, []))[1].append(r["metrics"][metric])
+        rows = []
+        for _, (values, numbers) in sorted(groups.items()):
+            std = statistics.stdev(numbers) if len(numbers) > 1 else None
+            row = dict(zip(keys, values, strict=True))
+            row.update(metric=metric, mean=statistics.fmean(numbers), std=std, n=len(numbers))
+            rows.append(row)
+        return rows
+
+    def __str__(self) -> str:
+        return format_table(self.to_rows())

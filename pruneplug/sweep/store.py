@@ -1,0 +1,102 @@
+"""The results store: one JSON Lines file, one record per finished trial, written at once.
+
+**Why JSON Lines and not SQLite.** Only the driver process writes (workers hand their records
+back), so the store needs no concurrency control - SQLite's main strength - and what matters is
+that a finished trial survives any crash and that the file stays easy to own: every record is
+appended as one line and ``fsync``-ed before the next trial's result is taken, so a crash can
+at worst tear the *last* line, which the next load detects, saves aside (``<file>.torn``) and
+cuts off with a warning, keeping every complete record. The file is plain text: ``grep``,
+``jq``, ``tail -f``, version control and ``cat a.jsonl b.jsonl`` (merging the results of two
+machines) all work, and there is no locking to go wrong on the network filesystems clusters use.
+
+Records are keyed by :func:`pruneplug.sweep.spec.config_hash`; a later record of the same key
+replaces an earlier one (a failed trial retried with ``retry_failed=True``). A record is::
+
+    {"key": "<sha256>", "trial": "module:function", "config": {...}, "status": "ok"|"failed",
+     "metrics": {...}, "error": null | {"type": ..., "message": ..., "traceback": ...},
+     "time_s": 1.23, "finished_at": "2025-01-01T12:00:00+00:00"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+Record = dict[str, Any]
+RECORD_KEYS = ("key", "trial", "config", "status")
+
+
+class StoreWarning(UserWarning):
+    """Part of a results file could not be read; the rest was kept."""
+
+
+class ResultsStore:
+    """Append-only JSON Lines file of trial records, keyed by config hash (latest wins)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.records: dict[str, Record] = {}
+        self.load()
+
+    def load(self) -> dict[str, Record]:
+        """Read the file: complete records by key. A torn last line is cut off (saved aside)."""
+        self.records = {}
+        if not self.path.exists():
+            return self.records
+        data = self.path.read_bytes()
+        end = len(data)
+        if data and not data.endswith(b"\n"):  # a write that never finished
+            end = data.rfind(b"\n") + 1
+            kept = data[:end].count(b"\n")
+            torn = self.path.with_name(self.path.name + ".torn")
+            with torn.open("ab") as file:
+                file.write(data[end:] + b"\n")
+            with self.path.open("r+b") as file:
+                file.truncate(end)
+                file.flush()
+                os.fsync(file.fileno())
+            warnings.warn(
+                f"{self.path}: the last line was only partly written (a crash during a write); "
+                f"cut it off and saved it to {torn}. The {kept} complete lines are kept; its "
+                "trial will run again.",
+                StoreWarning,
+                stacklevel=2,
+            )
+        for number, line in enumerate(data[:end].splitlines(), start=1):
+            if not line.strip():
+                continue
+            problem = None
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                problem = f"not valid JSON ({exc})"
+            else:
+                if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
+                    problem = f"not a trial record (needs the keys {', '.join(RECORD_KEYS)})"
+            if problem:
+                warnings.warn(
+                    f"{self.path}, line {number}: {problem}; skipped (left in the file), its "
+                    "trial will run again",
+                    StoreWarning,
+                    stacklevel=2,
+                )
+                continue
+            self.records[record["key"]] = record
+        return self.records
+
+    def append(self, record: Record) -> None:
+        """Write one record as one line and fsync it, before anything else happens."""
+        line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
+        self.records[record["key"]] = record
+
+    def get(self, key: str) -> Record | None:
+        """The latest record of ``key``, or ``None``."""
+        return self.records.get(key)

@@ -1,0 +1,273 @@
+"""Sweeps: expansion, hashing, validation, the store, the backends, crashes and resuming."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pruneplug.sweep import (
+    Results,
+    ResultsStore,
+    StoreWarning,
+    Sweep,
+    SweepConfigError,
+    config_hash,
+    run,
+    toy_trial,
+)
+from pruneplug.sweep.cli import main as sweep_main
+
+# ----------------------------------------------------------------------------- trial functions
+# Module level, so pool workers import them by name. Each call leaves a file in config["dir"],
+# so tests count calls across processes.
+
+
+def _count(config: dict[str, Any]) -> None:
+    calls = Path(config["dir"]) / "calls"
+    calls.mkdir(exist_ok=True)
+    (calls / f"{config['x']}.{uuid.uuid4().hex}").touch()
+
+
+def calls(folder: Path, x: int | None = None) -> int:
+    """How often the trial ran (for ``x``, or in all)."""
+    return len(list((folder / "calls").glob("*" if x is None else f"{x}.*")))
+
+
+def counted_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """``score = x * y``; raises for ``x == -1``; ``x == -2`` fails only on the first call."""
+    _count(config)
+    if config["x"] == -1:
+        raise ValueError(f"x={config['x']} is cursed")
+    marker = Path(config["dir"]) / f"failed-once-{config['x']}"
+    if config["x"] == -2 and not marker.exists():
+        marker.touch()
+        raise RuntimeError("first call fails")
+    return {"score": config["x"] * config["y"]}
+
+
+def killing_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """SIGKILLs its own worker for ``x == kill_x`` (first call only, unless ``always``).
+
+    Raises for ``x == raise_x``.
+    """
+    _count(config)
+    if config["x"] == config.get("raise_x"):
+        raise ValueError("raised on purpose")
+    marker = Path(config["dir"]) / f"killed-{config['x']}"
+    if config["x"] == config.get("kill_x") and (config.get("always") or not marker.exists()):
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"score": config["x"]}
+
+
+def _statuses(results: Results) -> dict[Any, str]:
+    return {r["config"]["x"]: r["status"] for r in results.records}
+
+
+# ----------------------------------------------------------------------------- declaration
+
+
+def test_config_hash_is_stable_across_runs_and_key_order() -> None:
+    config = {"amount": 0.5, "scorer": "magnitude", "scorer.p": 2, "seed": 0}
+    reordered = dict(reversed(list(config.items())))
+    key = config_hash("pruneplug.sweep.standard:standard_trial", config)
+    assert key == config_hash("pruneplug.sweep.standard:standard_trial", reordered)
+    # a literal: the same in every process and Python version (canonical JSON -> sha256)
+    assert key == "5723d2558384531c7dc75a6d1b4ac7c1cde85adbfa9246761b215abc97efb735"
+    assert key != config_hash("pruneplug.sweep.standard:standard_trial", {**config, "seed": 1})
+    assert key != config_hash("other:trial", config)
+
+
+def test_grid_random_and_table_valued_axes() -> None:
+    grid = Sweep(
+        trial=toy_trial,
+        axes={"x": [1, 2, 3], "y": [10, 20], "pruner": [{"name": "a"}, {"name": "b", "k": 1}]},
+        fixed={"work": 1, "scorer": {"p": 2}},
+    )
+    configs = grid.configs()
+    assert len(configs) == 12
+    assert {"x": 1, "y": 10, "pruner": "b", "pruner.k": 1, "work": 1, "scorer.p": 2} in configs
+    assert all("pruner.k" not in c for c in configs if c["pruner"] == "a")
+
+    def draw(seed: int) -> list[dict[str, Any]]:
+        axes = {
+            "x": {"uniform": [0.5, 0.99]},
+            "y": {"randint": [1, 4]},
+            "lr": {"loguniform": [1e-3, 1e-1]},
+        }
+        return Sweep(trial=toy_trial, axes=axes, mode="random", samples=5, seed=seed).configs()
+
+    first = draw(0)
+    assert first == draw(0) and first != draw(1) and len(first) == 5
+    assert all(0.5 <= c["x"] <= 0.99 and 1 <= c["y"] <= 4 and 1e-3 <= c["lr"] <= 0.1 for c in first)
+
+
+def test_validation_reports_every_problem_at_once_and_runs_nothing(tmp_path: Path) -> None:
+    sweep = Sweep(
+        axes={
+            "scorer": ["magnitude", "no_such_scorer"],
+            "pruner": [{"name": "structured"}, {"name": "unstructured", "scope": "sideways"}],
+            "amount": [0.5, 1.5],
+        },
+        fixed={"schedule": "gradual", "scorr": 1, "recovery": "distill", "recovery.rounds": 2},
+    )
+    store = tmp_path / "results.jsonl"
+    with pytest.raises(SweepConfigError) as caught:
+        run(sweep, backend="inprocess", store=store, progress=False)
+    text = str(caught.value)
+    assert len(caught.value.problems) == 6, text
+    assert "unknown key 'scorr'; did you mean 'scorer'?" in text
+    assert "no scorer called 'no_such_scorer'; available: " in text  # the registry's message
+    assert "scope='sideways' is not an allowed choice" in text  # the plugin's own message
+    assert "amount=1.5" in text and "(4 of 8 trials)" in text
+    assert "'gradual' needs a mask (unstructured) pruner" in text  # impossible combination
+    assert "recovery 'distill' has no parameter 'rounds'" in text
+    assert not store.exists()
+
+
+def test_pool_refuses_a_trial_it_cannot_send() -> None:
+    with pytest.raises(SweepConfigError, match="cannot be sent to worker processes"):
+        Sweep(trial=lambda c: {"v": 1}, axes={"x": [1]}).plan("pool")
+
+
+def test_toml_sweep_through_the_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "sweep.toml"
+    config.write_text(
+        f"""
+[sweep]
+trial = "test_sweep:counted_trial"
+store = "out/results.jsonl"
+
+[fixed]
+dir = "{tmp_path.as_posix()}"
+
+[axes]
+x = [1, 2]
+y = [3, 5]
+"""
+    )
+    assert sweep_main([str(config), "--backend", "inprocess", "--metric", "score"]) == 0
+    out = capsys.readouterr().out
+    assert "4 trial(s): 4 ran, 0 cached, 0 failed" in out
+    assert (tmp_path / "out" / "results.jsonl").exists()  # relative to the TOML file
+    assert sweep_main([str(config), "--backend", "inprocess", "--group-by", "x"]) == 2
+    assert "no metric 'accuracy'; the metrics are score" in capsys.readouterr().err
+    assert calls(tmp_path) == 4  # the second command ran nothing
+    config.write_text('[sweep]\ntrial = "nowhere:nothing"\nmode = "grid"\n[axes]\nx = 1\n')
+    assert sweep_main([str(config), "--backend", "inprocess"]) == 2
+    assert "cannot import 'nowhere'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def test_inprocess_and_pool_give_the_same_table(tmp_path: Path) -> None:
+    sweep = Sweep(
+        trial=counted_trial, axes={"x": [3, -1, 1, 2], "y": [1, 2]}, fixed={"dir": str(tmp_path)}
+    )
+    here = run(sweep, backend="inprocess", store=tmp_path / "a.jsonl", progress=False)
+    pool = run(sweep, backend="pool", workers=2, store=tmp_path / "b.jsonl", progress=False)
+    assert here.to_rows(timing=False) == pool.to_rows(timing=False)
+    assert [r["x"] for r in pool.to_rows()] == [-1, -1, 1, 1, 2, 2, 3, 3]  # sorted by config
+    assert len(pool.ok) == 6 and len(pool.failed) == 2
+    error = pool.failed[0]["error"]
+    assert (error["type"], error["message"]) == ("ValueError", "x=-1 is cursed")
+    summary = pool.summary("x", "score")
+    assert summary[-1] == {
+        "x": 3,
+        "metric": "score",
+        "mean": 4.5,
+        "std": pytest.approx(3 / 2**0.5),
+        "n": 2,
+    }
+    assert [row["x"] for row in summary] == [1, 2, 3]  # failed trials are left out
+
+
+def test_rerun_does_nothing_twice_and_retries_failed_only_when_asked(tmp_path: Path) -> None:
+    sweep = Sweep(trial=counted_trial, axes={"x": [-2, 1, 2]}, fixed={"y": 1, "dir": str(tmp_path)})
+    store = tmp_path / "results.jsonl"
+    first = run(sweep, backend="inprocess", store=store, progress=False)
+    assert (first.ran, first.cached, _statuses(first)) == (3, 0, {-2: "failed", 1: "ok", 2: "ok"})
+    again = run(sweep, backend="inprocess", store=store, progress=False)
+    assert (again.ran, again.cached, calls(tmp_path)) == (0, 3, 3)
+    assert again.to_rows(timing=False) == first.to_rows(timing=False)
+    retried = run(sweep, backend="inprocess", store=store, retry_failed=True, progress=False)
+    assert (retried.ran, calls(tmp_path, -2), calls(tmp_path)) == (1, 2, 4)
+    assert _statuses(retried) == {-2: "ok", 1: "ok", 2: "ok"}
+    assert len(Results.load(store).records) == 3  # the later record of a key wins
+
+
+def test_killed_worker_is_retried_and_raising_trial_recorded(tmp_path: Path) -> None:
+    fixed = {"dir": str(tmp_path), "kill_x": 2, "raise_x": 3}
+    sweep = Sweep(trial=killing_trial, axes={"x": [0, 1, 2, 3, 4]}, fixed=fixed)
+    store = tmp_path / "results.jsonl"
+    first = run(sweep, backend="pool", workers=2, store=store, progress=False)
+    assert _statuses(first) == {0: "ok", 1: "ok", 2: "ok", 3: "failed", 4: "ok"}
+    assert first.failed[0]["error"]["message"] == "raised on purpose"
+    assert calls(tmp_path, 2) == 2  # killed, then retried in a fresh pool
+    assert len(ResultsStore(store).records) == 5
+    before = calls(tmp_path)
+    again = run(sweep, backend="pool", workers=2, store=store, progress=False)
+    assert (again.ran, again.cached, calls(tmp_path)) == (0, 5, before)  # nothing twice
+
+    always = {"dir": str(tmp_path), "kill_x": 6, "always": True}
+    sweep = Sweep(trial=killing_trial, axes={"x": [6, 7]}, fixed=always)
+    gave_up = run(sweep, backend="pool", workers=1, store=store, max_retries=1, progress=False)
+    assert _statuses(gave_up) == {6: "failed", 7: "ok"}
+    assert gave_up.failed[0]["error"]["type"] == "WorkerCrashed"
+    assert (calls(tmp_path, 6), calls(tmp_path, 7)) == (2, 1)  # one try and one retry
+    assert len(ResultsStore(store).records) == 7  # nothing lost
+
+
+def test_torn_and_corrupt_results_file_keeps_finished_trials(tmp_path: Path) -> None:
+    sweep = Sweep(trial=counted_trial, axes={"x": [1, 2, 3]}, fixed={"y": 2, "dir": str(tmp_path)})
+    store = tmp_path / "results.jsonl"
+    run(sweep, backend="inprocess", store=store, progress=False)
+    lines = store.read_bytes().splitlines(keepends=True)
+    torn_x = json.loads(lines[2])["config"]["x"]
+    store.write_bytes(lines[0] + b"{not json\n" + lines[1] + lines[2][:25])  # crash mid-write
+    with pytest.warns(StoreWarning) as caught:
+        resumed = run(sweep, backend="inprocess", store=store, progress=False)
+    messages = [str(w.message) for w in caught]
+    assert any("only partly written" in m for m in messages)
+    assert any("line 2: not valid JSON" in m for m in messages)
+    assert (resumed.ran, resumed.cached) == (1, 2)
+    assert calls(tmp_path, torn_x) == 2 and calls(tmp_path) == 4
+    assert (tmp_path / "results.jsonl.torn").read_bytes() == lines[2][:25] + b"\n"
+    assert [r["metrics"]["score"] for r in resumed.records] == [2, 4, 6]
+
+
+# ----------------------------------------------------------------------------- real trials
+
+
+def test_standard_trial_one_epoch_mlp(tmp_path: Path) -> None:
+    sweep = Sweep(
+        axes={"amount": [0.5]},
+        fixed={"epochs": 1, "recovery": "none", "scorer": "magnitude", "pruner": "unstructured"},
+    )
+    (record,) = run(sweep, backend="inprocess", store=tmp_path / "r.jsonl", progress=False).records
+    assert record["status"] == "ok", record["error"]
+    got = record["metrics"]
+    assert got["sparsity"] == pytest.approx(0.5, abs=1e-4)
+    assert (got["parameters"], got["dense_parameters"], got["macs"]) == (50_610, 50_610, 50_200)
+    assert got["nonzero"] < 0.55 * got["parameters"]
+    assert 0.3 < got["dense_accuracy"] <= 1 and 0.1 < got["accuracy"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason='needs `pip install "pruneplug[ray]"`'
+)
+def test_ray_gives_the_same_table(tmp_path: Path) -> None:
+    sweep = Sweep(trial=toy_trial, axes={"x": [1, 2, 3], "y": [2]}, fixed={"work": 10})
+    here = run(sweep, backend="inprocess", store=tmp_path / "a.jsonl", progress=False)
+    ray = run(sweep, backend="ray", workers=2, store=tmp_path / "b.jsonl", progress=False)
+    assert ray.to_rows(timing=False) == here.to_rows(timing=False)
+    assert [r["metrics"]["score"] for r in ray.records] == [2, 4, 6]
