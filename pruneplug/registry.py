@@ -13,7 +13,10 @@ Rules, each chosen so that one plugin can never break another:
 * **Duplicate names are never overridden silently.** When two providers register the same name
   for one kind, both are kept under qualified names ``"<provider>:<name>"`` and asking for the
   bare name raises an error listing both. The same provider registering a name again (re-running
-  a notebook cell) replaces its earlier class.
+  a notebook cell) replaces its earlier class. A **built-in** name is the exception: it keeps
+  meaning the built-in, and the other provider's class is ``"<provider>:<name>"`` (with a
+  warning), so installing a plugin never changes what ``"magnitude"`` means to your code or to
+  pruneplug's own defaults.
 * **Names resolve predictably.** ``provider:name`` takes the distribution name or the
   entry-point name; distribution and entry-point names compare normalised as PEP 503 does
   (case-insensitive, ``-``, ``_`` and ``.`` alike), so ``My_Plugins:x`` finds ``my-plugins``.
@@ -44,6 +47,7 @@ from .contracts import ImageAugmenter, Plugin, Pruner, Scorer, TextAugmenter
 from .params import Param
 
 ENTRY_POINT_GROUP = "pruneplug"
+BUILTIN = "pruneplug"  # the provider (distribution) of the built-in plugins
 DISABLE_ENV = "PRUNEPLUG_DISABLE"
 LIVE = "live"  # provider name of plugins registered from running code
 
@@ -236,6 +240,19 @@ class Registry:
         for kind, (hook_name, bases) in KINDS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 self._call_hook(kind, hook_name, bases, impl)
+        for kind, table in self._entries.items():
+            for name, same in table.items():
+                if len(same) > 1 and any(e.provider == BUILTIN for e in same):
+                    others = ", ".join(
+                        f"'{e.provider}:{name}'" for e in same if e.provider != BUILTIN
+                    )
+                    warnings.warn(
+                        f"{kind} {name!r} is a built-in name, registered again by another "
+                        f"provider: the bare name {name!r} keeps meaning the built-in; ask for "
+                        f"{others} for the other",
+                        PluginLoadWarning,
+                        stacklevel=3,
+                    )
 
     def _call_hook(self, kind: str, hook_name: str, bases: tuple, impl: Any) -> None:
         plugin = impl.plugin_name
@@ -270,11 +287,13 @@ class Registry:
         return [e for k in kinds for n in sorted(self._entries[k]) for e in self._entries[k][n]]
 
     def names(self, kind: str) -> list[str]:
-        """Names to ask for: bare when unique, ``provider:name`` when shared."""
+        """Names to ask for: bare when unique (or built-in), ``provider:name`` when shared."""
         self._check_kind(kind)
         out = []
         for name, same in sorted(self._entries[kind].items()):
-            out += [name] if len(same) == 1 else [f"{e.provider}:{name}" for e in same]
+            for e in same:
+                bare = len(same) == 1 or e.provider == BUILTIN
+                out.append(name if bare else f"{e.provider}:{name}")
         return out
 
     def entry(self, kind: str, name: str) -> Entry:
@@ -291,6 +310,8 @@ class Registry:
             raise UnknownPluginError(
                 f"no {kind} called {name!r}; available: {', '.join(self.names(kind)) or 'none'}"
             )
+        if len(same) > 1 and not provider:
+            same = [e for e in same if e.provider == BUILTIN] or same  # built-in names stay
         if len(same) > 1:
             options = " or ".join(f"'{e.provider}:{bare}'" for e in same)
             raise UnknownPluginError(

@@ -264,14 +264,20 @@ def test_two_distributions_may_use_the_same_entry_point_name(install, monkeypatc
     assert registry.entry("scorer", "c").provider == "gamma-plugins"
 
 
-def test_a_third_party_name_that_shadows_a_built_in_makes_both_explicit(install):
+def test_a_third_party_cannot_change_what_a_built_in_name_means(install):
     install("shadow", "1.0", {"shadow": "shadow_mod"}, {"shadow_mod": scorer_module("magnitude")})
-    registry = Registry()
-    with pytest.raises(UnknownPluginError) as error:
-        registry.entry("scorer", "magnitude")
-    assert "'pruneplug:magnitude'" in str(error.value) and "'shadow:magnitude'" in str(error.value)
+    registry, warned = load("built-in name")
+    assert len(warned) == 1 and "ask for 'shadow:magnitude'" in warned[0]
+    assert registry.entry("scorer", "magnitude").provider == "pruneplug"
     assert registry.entry("scorer", "pruneplug:magnitude").provider == "pruneplug"
     assert usable(registry, "shadow:magnitude", 1.0)
+    names = registry.names("scorer")
+    assert "magnitude" in names and "shadow:magnitude" in names
+    assert "pruneplug:magnitude" not in names
+    # pruneplug's own defaults keep working: the recipe's and the explorers' "magnitude"
+    pruneplug.registry._registry = registry
+    model = nn.Sequential(nn.Linear(4, 3))
+    assert pruneplug.get_scorer("magnitude")(model).weight["0"].equal(model[0].weight.abs())
 
 
 # --------------------------------------------------------------------------- (f) disabling
