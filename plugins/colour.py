@@ -3,8 +3,8 @@ r"""Colour augmentation: brightness, contrast, saturation, hue, colour jitter an
 Every op is a per-sample affine map of each pixel's colour :math:`c` (a channel vector),
 :math:`c \mapsto A c + t`, so a pipeline fuses a run of them into one map and one pass
 (:func:`pruneplug.augment.colour_pass`). With grey weights :math:`w = (0.299, 0.587, 0.114)`
-(ITU-R BT.601, as torchvision's ``rgb_to_grayscale``), :math:`g(c) = w \cdot c`, factors drawn
-per sample:
+(ITU-R BT.601; torchvision's ``rgb_to_grayscale`` rounds red to 0.2989, a difference of at most
+1e-4 in a grey value), :math:`g(c) = w \cdot c`, factors drawn per sample:
 
 * brightness :math:`b \in [1 - \beta, 1 + \beta]`: :math:`c \mapsto b c`;
 * contrast :math:`k \in [1 - \kappa, 1 + \kappa]`: :math:`c \mapsto k c + (1 - k) \bar g`, with
@@ -14,8 +14,12 @@ per sample:
   :math:`2 \pi h` of the chroma plane of the YIQ colour space, :math:`c \mapsto T^{-1}
   R_{2\pi h} T c` (the linear hue rotation of NVIDIA DALI's ``hsv`` operator and of the CSS
   ``hue-rotate()`` filter). It keeps every pixel's grey value and greys exactly; torchvision's
-  HSV hue shift keeps the largest channel instead, so colours differ slightly - the linear
-  form is what lets hue fuse with the other ops (HSV costs as much as the whole pipeline);
+  HSV hue shift keeps the largest channel instead, so colours differ - the linear form is what
+  lets hue fuse with the other ops (HSV costs as much as the whole pipeline). Measured in HSV
+  on the bundled photos (``data.load_photos``), a rotation by :math:`h` moves hues by a median
+  of about 0.8 :math:`h` and raises saturation by 0.07-0.11 (for :math:`h` from 0.05 to
+  0.25); on uniformly random colours the median hue change is :math:`h` and saturation
+  unchanged. Use it as a hue *perturbation*, not as an exact HSV shift;
 * grayscale: :math:`c \mapsto g(c)\,1` (keeps the channel count);
 * colour jitter: brightness, contrast, saturation and hue together, in a random order drawn
   **per sample** (``order="random"``, as torchvision's ``ColorJitter`` but per sample) or always
