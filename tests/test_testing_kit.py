@@ -259,6 +259,11 @@ class ZeroesWeights(Unstructured):
         return model
 
 
+class PrunesACopy(Unstructured):
+    def prune(self, model, scores, *, amount, threshold):
+        return super().prune(copy.deepcopy(model), scores, amount=amount, threshold=threshold)
+
+
 class HalfTheAmount(Unstructured):
     def prune(self, model, scores, *, amount, threshold):
         amount = None if amount is None else amount / 2
@@ -339,6 +344,11 @@ def freezes_the_model(self, images, targets, params, model, loss_fn):
     return GoodAttack.attack(self, images, targets, params, model, loss_fn)
 
 
+def noisy_scores(self, model, batches, loss_fn):
+    scores = GoodScorer.score(self, model, batches, loss_fn)
+    return Scores(weight={n: s + torch.rand_like(s) for n, s in scores.weight.items()})
+
+
 def global_rng(self, shape, generator, device):
     return {"delta": torch.rand(shape[0], device=device) * 0.4 - 0.2}
 
@@ -417,6 +427,8 @@ BROKEN = [
     (aug("ReversesTargets", _apply=reverses_targets), "image.targets", "targets came back"),
     (aug("AddsTargets", GoodMix, mix=adds_targets), "mixing.targets", "sum to"),
     (aug("GlobalRng", generate_parameters=global_rng), "generator", "global random state"),
+    (scorer("NoisyScores", score=noisy_scores), "generator", "global random state"),
+    (PrunesACopy, "unstructured.in_place", "instead of the model it was given"),
     (aug("Freezes", GoodAttack, attack=freezes_the_model), "model_untouched", "requires_grad"),
     (text("PythonRandom", augment_one=python_random_swap), "generator", "global random state"),
     (text("Words", augment_one=returns_words), "text.output", "['the', 'film'"),

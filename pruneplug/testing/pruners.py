@@ -147,7 +147,13 @@ def _check_unstructured(
     names = list(scores.weight)
     half: dict[str, float] = {"amount": 0.5} if pruner.takes_amount else {}
     torch.manual_seed(seed)
-    pruned = _prune(pruner, copy.deepcopy(model), x, scores, check, **half)
+    given = copy.deepcopy(model)
+    pruned = _prune(pruner, given, x, scores, check, **half)
+    if pruned is not given:
+        check.fail(
+            "unstructured.in_place",
+            f"it returned a new {type(pruned).__name__} instead of the model it was given",
+        )
     _check_mask_convention(pruned, names, x, check)
     masks = _masks(pruned, names)
     torch.manual_seed(seed)

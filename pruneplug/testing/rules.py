@@ -96,6 +96,11 @@ RULES: dict[str, Rule] = {
         "higher scores mean keep: the weights removed score lower on average than those kept",
         "remove the lowest-scored weights (scores.weight[name].topk(k, largest=False))",
     ),
+    "unstructured.in_place": Rule(
+        "an unstructured pruner prunes the model it is given, in place, and returns that model",
+        "apply the masks to the given model's layers (prune.custom_from_mask) and return the "
+        "model itself, not a copy; callers copy first when they want to keep the dense model",
+    ),
     "unstructured.masks": Rule(
         "pruned layers follow PyTorch's mask convention: a weight_orig parameter, a weight_mask "
         "buffer, weight == weight_orig * weight_mask, prune.is_pruned(model) is true, and "
@@ -160,10 +165,11 @@ RULES: dict[str, Rule] = {
     ),
     "generator": Rule(
         "the same generator seed gives the same output, whatever the global random state: all "
-        "randomness comes from the generator passed in",
+        "randomness comes from the generator passed in (a scorer: from its own seed parameter)",
         "draw every random number with generator=generator (torch.rand(..., generator=g), "
-        "torch.randint, torch.randperm); never use Python's random, numpy.random or torch's "
-        "global RNG",
+        "torch.randint, torch.randperm); a scorer declares a seed parameter and draws from "
+        "torch.Generator().manual_seed(seed); never use Python's random, numpy.random or "
+        "torch's global RNG",
     ),
     "text.output": Rule(
         "a text augmenter returns a list of non-empty strings, one per input text",

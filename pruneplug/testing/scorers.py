@@ -65,6 +65,14 @@ def check_scorer(
         _check_scores(scores, model, check)
         if not _same_scores(scores, runs[1]):
             check.fail("deterministic", "two runs after torch.manual_seed(same seed) differ")
+        torch.manual_seed(seed + 2)
+        other_seed = check.call("runs", doing, scorer.score, model, batches, loss_fn)
+        if isinstance(other_seed, Scores) and not _same_scores(scores, other_seed):
+            check.fail(
+                "generator",
+                "two runs under different torch.manual_seed differ: the scores come from "
+                "torch's global random state",
+            )
         check.call("runs", f"calling the scorer ({doing})", scorer, model, batches, loss_fn)
 
 
