@@ -30,6 +30,7 @@ PORTABLE_NUMERICS = OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_I
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(NATIVE_NUMERICS) $(PY) -m pytest
 	$(PORTABLE_NUMERICS) $(PY) -m pytest course
 

@@ -26,6 +26,7 @@ pruner's ``round_to`` parameter, since it decides the widths.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
@@ -63,5 +64,7 @@ def deploy(
     if channels_last:
         out = out.to(memory_format=torch.channels_last)
     if compiled:
-        out = torch.compile(out)
+        # torch.compile of a Module returns a Module (an OptimizedModule wrapping it); its
+        # annotation only promises a callable
+        out = cast(nn.Module, torch.compile(out))
     return out

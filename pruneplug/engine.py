@@ -27,7 +27,7 @@ parameters are (:func:`forward_on`). :func:`pick_device` is the helper for choos
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Any
 
 import torch
@@ -146,11 +146,9 @@ def check_data(data: Any, what: str) -> None:
             "tensors as torch.utils.data.TensorDataset(inputs, targets)"
         )
     dataset = data.dataset if isinstance(data, DataLoader) else data
-    try:
-        size = len(dataset)  # type: ignore[arg-type]
-    except TypeError:  # an IterableDataset may have no length; it is checked while iterating
+    if not isinstance(dataset, Sized):  # an IterableDataset: checked while iterating
         return
-    if size == 0:
+    if len(dataset) == 0:
         raise ValueError(f"{what} is empty: give at least one (input, target) sample")
 
 

@@ -9,6 +9,8 @@
   on one forward pass (MACs = FLOPs / 2). They count dense arithmetic, which is what dense
   kernels do: zeroed (unstructured) weights still cost MACs; physically smaller (structured)
   layers do not.
+* **Agreement** of two scorers: :func:`spearman` and :func:`kendall` rank correlations, and
+  :func:`pruned_overlap`, how much of what each would prune is the same.
 * **Latency** is the median wall time of repeated forward passes after a warm-up, under
   ``torch.inference_mode``. It varies between runs and machines, so reports can leave it out.
 
@@ -27,6 +29,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -207,3 +210,37 @@ def compare(
     before = summary(before_model, example_input, data, latency=latency)
     after = summary(after_model, example_input, data, latency=latency)
     return Report({key: (before[key], after[key]) for key in ROWS if key in before})
+
+
+# --------------------------------------------------------------------------- scorer agreement
+
+
+def _host(scores: Tensor) -> np.ndarray:
+    """``scores`` flattened into a NumPy array on the host (SciPy's statistics run there)."""
+    return scores.detach().flatten().cpu().numpy()
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman's rank correlation of two score tensors (ties get their average rank)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(_host(a), _host(b)).statistic)
+
+
+def kendall(a: Tensor, b: Tensor) -> float:
+    """Kendall's tau-b of two score tensors (the tie-corrected variant)."""
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(_host(a), _host(b)).statistic)
+
+
+def pruned_overlap(a: Tensor, b: Tensor, amount: float) -> float:
+    """Share of the ``amount`` lowest-scored items under ``a`` that are also lowest under ``b``.
+
+    This is how much two scorers agree on *what to prune* at that amount (1 = same set).
+    """
+    a, b = a.flatten(), b.flatten()
+    k = max(1, round(amount * a.numel()))
+    low_a = set(a.topk(k, largest=False).indices.tolist())
+    low_b = set(b.topk(k, largest=False).indices.tolist())
+    return len(low_a & low_b) / k

@@ -4,6 +4,8 @@ What a scorer, pruner or training loop needs from a model besides its own method
 
 * :func:`prunable_layers` - the Linear and Conv layers whose ``weight`` pruneplug scores and
   prunes, by qualified name;
+* :func:`layer_tensor` - a layer's ``weight`` (or other tensor attribute), checked and typed as
+  a tensor;
 * :func:`effective_weight` - a layer's weight as its forward pass uses it (``weight_orig *
   weight_mask`` for a layer pruned with ``torch.nn.utils.prune``);
 * :func:`evaluation_mode` - eval mode for a block, every module's own mode restored after;
@@ -51,6 +53,18 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     return layers
 
 
+def layer_tensor(layer: nn.Module, name: str = "weight") -> Tensor:
+    """``layer.<name>`` (e.g. its ``weight``), checked to be a tensor.
+
+    ``nn.Module`` attributes are typed ``Tensor | Module``; this is where a layer's parameter
+    is read as the tensor it must be, with an error naming the layer if it is not.
+    """
+    value = getattr(layer, name, None)
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{type(layer).__name__}.{name} is {value!r}, not a tensor")
+    return value
+
+
 def effective_weight(layer: nn.Module) -> Tensor:
     """``layer``'s weight as its forward pass uses it, detached.
 
@@ -59,11 +73,8 @@ def effective_weight(layer: nn.Module) -> Tensor:
     pass, stale after an update); otherwise ``weight``.
     """
     if hasattr(layer, "weight_orig"):
-        return (layer.weight_orig * layer.weight_mask).detach()
-    weight = layer.weight
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"{type(layer).__name__}.weight is {weight!r}, not a tensor")
-    return weight.detach()
+        return (layer_tensor(layer, "weight_orig") * layer_tensor(layer, "weight_mask")).detach()
+    return layer_tensor(layer).detach()
 
 
 @contextmanager

@@ -42,8 +42,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .contracts import prunable_layers
 from .engine import Data, History, Penalty, evaluation_mode, forward_on, train
+from .plumbing import layer_tensor, prunable_layers
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -84,8 +84,10 @@ class L1Penalty:
     def tensors(self, model: nn.Module) -> list[Tensor]:
         """The tensors the penalty sums over, as the last forward pass used them."""
         if self.on == "weights":
-            return [layer.weight for layer in prunable_layers(model).values()]
-        scales = [m.weight for m in model.modules() if isinstance(m, BATCH_NORMS) and m.affine]
+            return [layer_tensor(layer) for layer in prunable_layers(model).values()]
+        scales: list[Tensor] = [
+            m.weight for m in model.modules() if isinstance(m, BATCH_NORMS) and m.affine
+        ]
         if not scales:
             raise ValueError(
                 f"{type(model).__name__} has no batch norm layer with a learnable scale, so "
@@ -94,7 +96,11 @@ class L1Penalty:
         return scales
 
     def __call__(self, model: nn.Module, inputs: Tensor, logits: Tensor) -> Tensor:
-        return self.strength * sum(t.abs().sum() for t in self.tensors(model))
+        first, *rest = self.tensors(model)  # never empty: tensors() raises instead
+        total = first.abs().sum()
+        for tensor in rest:
+            total = total + tensor.abs().sum()
+        return self.strength * total
 
     def __repr__(self) -> str:
         return f"l1_penalty({self.strength:g}, on={self.on!r})"
@@ -211,16 +217,17 @@ class AttentionTransfer:
         _check_model("student", student)
         _check_positive("beta", beta, allow_zero=True)
         _check_positive("p", p)
-        pairs = [tuple(pair) for pair in layer_pairs]
-        if not pairs or any(len(pair) != 2 for pair in pairs):
+        given = [tuple(pair) for pair in layer_pairs]
+        if not given or any(len(pair) != 2 for pair in given):
             raise ValueError(
                 "layer_pairs must be a non-empty list of (student_layer, teacher_layer) names, "
                 "e.g. [('block2', 'block2'), ('block3', 'block3')]"
             )
+        pairs = [(s, t) for s, t in given]
         student_layers = [_module(student, "student", s) for s, _ in pairs]
         teacher_layers = [_module(teacher, "teacher", t) for _, t in pairs]
         self.teacher, self.student = teacher, student
-        self.pairs: list[tuple[str, str]] = pairs  # type: ignore[assignment]
+        self.pairs: list[tuple[str, str]] = pairs
         self.beta, self.p = float(beta), float(p)
         self._student_out: dict[int, Tensor] = {}
         self._teacher_out: dict[int, Tensor] = {}

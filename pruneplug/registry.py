@@ -381,16 +381,30 @@ def _register_all(hook_name: str, classes: list[type[Plugin]]) -> Callable[..., 
     return hookspecs.hookimpl(hook)
 
 
+def _not_a(kind: str, name: str, plugin: Plugin) -> TypeError:
+    """The error for a registered class that made something other than its kind's base."""
+    return TypeError(f"{kind} {name!r} made a {type(plugin).__name__}, not a {kind}")
+
+
 def get_scorer(name: str, **params: Any) -> Scorer:
     """The scorer ``name`` with validated ``params``, e.g. ``get_scorer("magnitude", p=2)``."""
-    return get_registry().create("scorer", name, **params)  # type: ignore[return-value]
+    plugin = get_registry().create("scorer", name, **params)
+    if not isinstance(plugin, Scorer):  # registration checks the base; this tells the type
+        raise _not_a("scorer", name, plugin)
+    return plugin
 
 
 def get_pruner(name: str, **params: Any) -> Pruner:
     """The pruner ``name`` with validated ``params``."""
-    return get_registry().create("pruner", name, **params)  # type: ignore[return-value]
+    plugin = get_registry().create("pruner", name, **params)
+    if not isinstance(plugin, Pruner):
+        raise _not_a("pruner", name, plugin)
+    return plugin
 
 
 def get_augmenter(name: str, **params: Any) -> ImageAugmenter | TextAugmenter:
     """The augmenter ``name`` with validated ``params``."""
-    return get_registry().create("augmenter", name, **params)  # type: ignore[return-value]
+    plugin = get_registry().create("augmenter", name, **params)
+    if not isinstance(plugin, (ImageAugmenter, TextAugmenter)):
+        raise _not_a("augmenter", name, plugin)
+    return plugin

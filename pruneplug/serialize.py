@@ -142,7 +142,8 @@ def rebuild(spec: Any) -> nn.Module:
         )
     with torch.random.fork_rng(devices=[]):  # initialising weights must not move the global RNG
         model = models.build(spec["builder"], **spec.get("kwargs", {}))
-    model.pruneplug_spec = spec
+    # a plain attribute (nn.Module's own __setattr__ types its attributes as tensors/modules)
+    vars(model)["pruneplug_spec"] = spec
     return model
 
 

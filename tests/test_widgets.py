@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 import pruneplug
+import pruneplug.registry
 from pruneplug import (
     Param,
     Scorer,
@@ -100,7 +101,8 @@ def registry(monkeypatch):
     ):
         reg.register_plugin(module)
     reg.register_plugin(type("P", (), {"register_scorers": _hook(Negated)})(), name="negated")
-    monkeypatch.setattr(widgets, "get_registry", lambda: reg)
+    # the process-wide registry: every widget module and get_scorer/get_pruner read it
+    monkeypatch.setattr(pruneplug.registry, "_registry", reg)
     return reg
 
 

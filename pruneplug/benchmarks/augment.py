@@ -74,7 +74,7 @@ def pruneplug_pipeline(fuse: bool = True) -> Pipeline:
         fuse=fuse,
     )
     generator = torch.Generator().manual_seed(0)
-    return lambda x: pipeline(x, generator=generator)  # type: ignore[return-value]
+    return lambda x: pipeline(x, generator=generator)
 
 
 def kornia_pipeline() -> Pipeline:

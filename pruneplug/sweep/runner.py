@@ -181,8 +181,12 @@ def run_pool(jobs: list[Job], workers: int, max_retries: int) -> Iterator[Record
                         continue
                     yield record
                     next_job = next(queue, None)
-                    if next_job is not None:
+                    if next_job is None:
+                        continue
+                    try:
                         flying[executor.submit(execute, next_job)] = next_job
+                    except BrokenProcessPool:  # broke after this job finished: a fresh pool
+                        retry.append(next_job)  # runs it (it never started, so no crash)
             retry += list(queue)  # not started when the pool broke
         finally:
             executor.shutdown(wait=True, cancel_futures=True)

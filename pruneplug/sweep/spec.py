@@ -36,7 +36,7 @@ import math
 import pickle
 import random
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from inspect import signature
 from pathlib import Path
@@ -279,6 +279,7 @@ class Sweep:
         base = {**getattr(trial, "defaults", {}), **flatten(self.fixed)}
         axes = flatten(self.axes)
         names = sorted(axes)
+        choices: Iterable[Sequence[Any]]
         if self.mode == "grid":
             choices = itertools.product(*(axes[n] for n in names))
         else:

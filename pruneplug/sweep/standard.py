@@ -36,8 +36,15 @@ import torch
 from torch import nn
 
 from .. import data, engine, metrics, models, recovery, schedules
-from ..contracts import TextAugmenter
-from ..registry import LIVE, UnknownPluginError, get_registry
+from ..contracts import ImageAugmenter, Pruner, TextAugmenter
+from ..registry import (
+    LIVE,
+    UnknownPluginError,
+    get_augmenter,
+    get_pruner,
+    get_registry,
+    get_scorer,
+)
 from .spec import Config
 
 DEFAULTS: dict[str, Any] = {
@@ -77,8 +84,14 @@ def params(config: Config, prefix: str) -> dict[str, Any]:
 
 def _number(config: Config, key: str, kind: type, low: float, strict: bool = False) -> str | None:
     value = config.get(key)
-    ok_type = isinstance(value, (int, float) if kind is float else int)
-    if isinstance(value, bool) or not ok_type or value < low or (strict and value == low):
+    ok_type = isinstance(value, (int, float)) and (kind is float or isinstance(value, int))
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not ok_type
+        or value < low
+        or (strict and value == low)
+    ):
         bound = f"> {low}" if strict else f">= {low}"
         return f"{key}={value!r}: give {'a number' if kind is float else 'a whole number'} {bound}"
     return None
@@ -87,6 +100,8 @@ def _number(config: Config, key: str, kind: type, low: float, strict: bool = Fal
 def _plugin_problems(config: Config, kind: str, backend: str) -> list[str]:
     """Create the plugin named in ``config[kind]`` (this validates its parameters)."""
     name = config.get(kind)
+    if not isinstance(name, str):
+        return [f"{kind}={name!r}: give the name of a registered {kind}"]
     registry = get_registry()
     try:
         entry = registry.entry(kind, name)
@@ -159,14 +174,16 @@ def validate(config: Config, backend: str = "inprocess") -> list[str]:
 
 def _gradual_problems(config: Config) -> list[str]:
     problems = []
-    try:
-        if get_registry().entry("pruner", config.get("pruner")).cls.structured:
-            problems.append(
-                f"schedule 'gradual' needs a mask (unstructured) pruner, but "
-                f"{config['pruner']!r} is structured: use schedule 'iterative' or 'one_shot'"
-            )
-    except (UnknownPluginError, TypeError):
-        pass  # already reported by _plugin_problems
+    name = config.get("pruner")
+    try:  # a missing or unknown pruner is already reported by _plugin_problems
+        pruner = get_registry().entry("pruner", name).cls if isinstance(name, str) else None
+    except UnknownPluginError:
+        pruner = None
+    if pruner is not None and issubclass(pruner, Pruner) and pruner.structured:
+        problems.append(
+            f"schedule 'gradual' needs a mask (unstructured) pruner, but "
+            f"{name!r} is structured: use schedule 'iterative' or 'one_shot'"
+        )
     sub = {"epochs": 10, "steps": 5, "every": 1, **params(config, "schedule")}
     if all(isinstance(sub[k], int) for k in ("epochs", "steps", "every")) and (
         (sub["steps"] - 1) * sub["every"] >= sub["epochs"]
@@ -199,8 +216,8 @@ def standard_trial(config: Config) -> dict[str, Any]:
     dense, dense_accuracy = _dense(json.dumps([*spec, config["batch_size"]], sort_keys=True))
     digits = data.load_digits(seed=0)
     example = digits.test[:1][0]
-    scorer = get_registry().create("scorer", config["scorer"], **params(config, "scorer"))
-    pruner = get_registry().create("pruner", config["pruner"], **params(config, "pruner"))
+    scorer = get_scorer(config["scorer"], **params(config, "scorer"))
+    pruner = get_pruner(config["pruner"], **params(config, "pruner"))
     train_kwargs: dict[str, Any] = {"batch_size": config["batch_size"], "seed": seed}
     amount, schedule = config["amount"], config["schedule"]
     if schedule == "one_shot":
@@ -210,9 +227,12 @@ def standard_trial(config: Config) -> dict[str, Any]:
         sched = {"lr": 0.01, **params(config, "schedule"), **train_kwargs}
         model = run(dense, scorer, pruner, amount, data=digits.train, progress=False, **sched).model
     if config["augmenter"] != "none":
-        augmenter = get_registry().create(
-            "augmenter", config["augmenter"], **params(config, "augmenter")
-        )
+        augmenter = get_augmenter(config["augmenter"], **params(config, "augmenter"))
+        if not isinstance(augmenter, ImageAugmenter):
+            raise ValueError(
+                f"augmenter {config['augmenter']!r} augments text; the standard trial trains "
+                "on images: choose an image augmenter"
+            )
         generator = torch.Generator().manual_seed(seed)
         extra = {"model": model} if augmenter.needs_model else {}  # adversarial: attack it
 
@@ -241,5 +261,7 @@ def standard_trial(config: Config) -> dict[str, Any]:
     return result
 
 
+# a trial function carries its defaults and its validator as attributes (what
+# pruneplug.sweep.spec reads with getattr); mypy has no type for a function with attributes
 standard_trial.defaults = DEFAULTS  # type: ignore[attr-defined]
 standard_trial.validate = validate  # type: ignore[attr-defined]

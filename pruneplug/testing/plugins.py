@@ -29,12 +29,15 @@ def check_plugin(
     """
     cls = plugin if isinstance(plugin, type) else type(plugin)
     kw: dict[str, Any] = {"params": params, "skip": skip, "seed": seed}
-    if issubclass(cls, Scorer):
-        check_scorer(plugin, **kw)  # type: ignore[arg-type]
-    elif issubclass(cls, Pruner):
-        check_pruner(plugin, **kw)  # type: ignore[arg-type]
-    elif issubclass(cls, (ImageAugmenter, TextAugmenter)):
-        check_augmenter(plugin, **kw)  # type: ignore[arg-type]
+    # narrowed on the object or on the class, so that each checker gets what it is typed for
+    if isinstance(plugin, Scorer) or (isinstance(plugin, type) and issubclass(plugin, Scorer)):
+        check_scorer(plugin, **kw)
+    elif isinstance(plugin, Pruner) or (isinstance(plugin, type) and issubclass(plugin, Pruner)):
+        check_pruner(plugin, **kw)
+    elif isinstance(plugin, (ImageAugmenter, TextAugmenter)) or (
+        isinstance(plugin, type) and issubclass(plugin, (ImageAugmenter, TextAugmenter))
+    ):
+        check_augmenter(plugin, **kw)
     else:
         base = (Scorer, Pruner, ImageAugmenter, TextAugmenter)
         _check_declarations(cls, _Check(cls, skip), base)

@@ -1,292 +1,20 @@
-"""The three plugin contracts: scorers, pruners and augmenters.
+"""The augmenter contracts: image augmenters (plain, mixing, adversarial) and text ones.
 
-A plugin author subclasses one base, sets ``name``, ``description`` and ``params`` (see
-:mod:`pruneplug.params`), and implements one method, which receives only what it uses:
-
-=========================  ======================================================================
-base                       method
-=========================  ======================================================================
-:class:`LayerScorer`       ``score_layer(name, weight) -> Tensor`` (one layer's effective weight)
-:class:`Scorer`            ``score(model, batches, loss_fn) -> Scores`` (scorers that need data)
-:class:`Pruner`            ``prune(model, scores, *, amount, threshold) -> nn.Module``
-:class:`ImageAugmenter`    ``apply(images, params) -> Tensor``
-:class:`MixingAugmenter`   ``mix(images, targets, params) -> (images, soft targets)``
-:class:`AdversarialAugmenter`  ``attack(images, targets, params, model, loss_fn) -> Tensor``
-:class:`TextAugmenter`     ``augment_one(text, generator) -> str``
-=========================  ======================================================================
-
-The base classes do everything the core promises users - parameter validation, input and
-output checks, per-sample probability, seeding, eval mode - so a plugin's own code is only its
-method.
-
-Parameters are validated once, when the object is made (``Magnitude(p=2)``, or
-``get_scorer("magnitude", p=2)``); the validated values are in ``self.config``.
+The bases check the input, draw per-sample parameters from an explicit ``torch.Generator``,
+decide per sample whether to apply, and put unselected samples back, so a plugin implements
+only ``apply``, ``mix``, ``attack`` or ``augment_one``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, overload
 
 import torch
 from torch import Tensor, nn
 
-from .params import Param, check_declarations, validate
-from .plumbing import (
-    Batch,
-    LossFn,
-    effective_weight,
-    evaluation_mode,
-    model_device,
-    prunable_layers,
-)
-
-
-class Plugin:
-    """What every scorer, pruner and augmenter has: a name, a description and parameters.
-
-    Subclasses set the three class attributes below; ``__init__`` validates keyword arguments
-    against ``params`` and stores the complete, checked values in ``self.config``.
-    """
-
-    kind: ClassVar[str] = ""
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-    params: ClassVar[tuple[Param, ...]] = ()
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        check_declarations(f"{cls.__qualname__}", cls.params)
-
-    def __init__(self, **params: Any) -> None:
-        self.config: dict[str, Any] = validate(f"{self.kind} {self.name!r}", self.params, params)
-        self.check_config(self.config)
-
-    def check_config(self, config: Mapping[str, Any]) -> None:
-        """Cross-parameter checks beyond what the declarations say; raise :class:`ParamError`.
-
-        Called after every parameter was validated on its own (``at_most`` pairs included).
-        The default accepts everything.
-        """
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
-        return f"{type(self).__name__}({args})"
-
-
-# --------------------------------------------------------------------------- scorers
-
-
-@dataclass
-class Scores:
-    """Importance of a model's prunable layers; **higher means keep**.
-
-    Attributes:
-        weight: layer name -> tensor shaped like that layer's ``weight`` (one score per weight).
-        unit: layer name -> 1-D tensor with one score per output unit (neuron of a Linear,
-            output channel of a Conv).
-
-    A scorer fills the granularities it supports. :meth:`units` derives per-unit scores from
-    per-weight ones (sum over each unit's weights) when a scorer gave only those.
-    """
-
-    weight: dict[str, Tensor] = field(default_factory=dict)
-    unit: dict[str, Tensor] = field(default_factory=dict)
-
-    def units(self) -> dict[str, Tensor]:
-        """Per-unit scores for every scored layer (given, or summed from per-weight scores)."""
-        derived = {n: w.flatten(1).sum(1) for n, w in self.weight.items() if n not in self.unit}
-        return {**derived, **self.unit}
-
-    def check(self, model: nn.Module) -> None:
-        """Raise ``ValueError`` if a score names no layer, has the wrong shape, or is not finite."""
-        layers = prunable_layers(model)
-        for granularity, table in (("weight", self.weight), ("unit", self.unit)):
-            for name, score in table.items():
-                if name not in layers:
-                    raise ValueError(
-                        f"{granularity} scores name layer {name!r}, which is not a prunable "
-                        f"layer of the model; its prunable layers are: {', '.join(layers)}"
-                    )
-                weight = layers[name].weight
-                expected = weight.shape if granularity == "weight" else weight.shape[:1]
-                if score.shape != expected:
-                    raise ValueError(
-                        f"{granularity} scores for layer {name!r} have shape "
-                        f"{tuple(score.shape)}, expected {tuple(expected)}: score the same "
-                        "model you prune"
-                    )
-                if not torch.isfinite(score).all():
-                    raise ValueError(
-                        f"{granularity} scores for layer {name!r} contain NaN or inf: check "
-                        "the scorer's inputs (a diverged model or an empty batch)"
-                    )
-        if not self.weight and not self.unit:
-            raise ValueError("the scores are empty: the scorer returned no layer")
-
-
-class Scorer(Plugin):
-    """Importance scorer: model (+ optional batches and loss) -> :class:`Scores`.
-
-    Implement :meth:`score`. Set ``needs_data = True`` if it needs batches (gradients,
-    ablation); the core then refuses a call without them with a clear error. A scorer that
-    looks at one layer's weight at a time derives from :class:`LayerScorer` instead.
-    Scorers must not change the model's parameters or its training mode. What :meth:`score`
-    returns is checked where it is made: an error names the scorer and what is wrong.
-    """
-
-    kind = "scorer"
-    needs_data: ClassVar[bool] = False
-
-    def __call__(
-        self,
-        model: nn.Module,
-        batches: Iterable[Batch] | None = None,
-        loss_fn: LossFn | None = None,
-    ) -> Scores:
-        """Score ``model``; checks inputs and outputs around :meth:`score`."""
-        prunable_layers(model)
-        if self.needs_data and batches is None:
-            raise ValueError(
-                f"scorer {self.name!r} needs data: pass batches=<an iterable of (inputs, "
-                "targets)>, e.g. a DataLoader over a few training batches"
-            )
-        scores = self.score(model, batches, loss_fn or nn.functional.cross_entropy)
-        if not isinstance(scores, Scores):
-            raise TypeError(
-                f"scorer {self.name!r} returned a {type(scores).__name__}, not pruneplug.Scores: "
-                "return Scores(weight={layer name: tensor shaped like its weight}) and/or "
-                "Scores(unit={layer name: one score per output unit})"
-            )
-        try:
-            scores.check(model)
-        except ValueError as err:
-            raise ValueError(f"scorer {self.name!r} returned bad scores: {err}") from err
-        return scores
-
-    def score(self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn) -> Scores:
-        """Return the importance of ``model``'s prunable layers (higher means keep)."""
-        raise NotImplementedError
-
-
-class LayerScorer(Scorer):
-    """A scorer that needs no data and scores each prunable layer from its weight alone.
-
-    Implement :meth:`score_layer`: it receives a layer's name and its **effective** weight
-    (the masked weight of an already pruned layer, detached) and returns one score per weight.
-    Per-unit scores are the sum over each unit's weights unless :meth:`score_units` is
-    overridden (magnitude returns the unit's L1 or L2 norm, FPGM only unit scores).
-    """
-
-    def score(self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn) -> Scores:
-        scores = Scores()
-        with torch.no_grad():
-            for name, layer in prunable_layers(model).items():
-                weight = effective_weight(layer)
-                per_weight = self.score_layer(name, weight)
-                if per_weight is not None:
-                    scores.weight[name] = per_weight
-                per_unit = self.score_units(name, weight)
-                if per_unit is not None:
-                    scores.unit[name] = per_unit
-        return scores
-
-    def score_layer(self, name: str, weight: Tensor) -> Tensor | None:
-        """Scores shaped like ``weight`` (higher means keep); ``None`` for unit scores only."""
-        raise NotImplementedError
-
-    def score_units(self, name: str, weight: Tensor) -> Tensor | None:
-        """One score per output unit (``weight.shape[0]``), or ``None`` to derive them."""
-        return None
-
-
-# --------------------------------------------------------------------------- pruners
-
-
-def check_amount(amount: float | None, threshold: float | None) -> None:
-    """Exactly one of ``amount`` (fraction in [0, 1)) and ``threshold`` (finite) must be given."""
-    if (amount is None) == (threshold is None):
-        raise ValueError(
-            "give exactly one of amount= (the fraction to remove, in [0, 1)) and threshold= "
-            "(remove every score below it)"
-        )
-    if amount is not None:
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-            raise TypeError(f"amount must be a number in [0, 1), got {amount!r}")
-        if not 0 <= amount < 1:
-            raise ValueError(
-                f"amount={amount!r} is out of range: the fraction to remove must be in [0, 1) "
-                "(1 would remove everything)"
-            )
-    if threshold is not None and (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
-        or not math.isfinite(threshold)
-    ):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-
-
-class Pruner(Plugin):
-    """Pruner: model + scores + amount (or threshold) -> pruned model.
-
-    Implement :meth:`prune`. The core checks the amount, the threshold and the scores first, so
-    a bad call leaves the model untouched. Two families:
-
-    * unstructured pruners zero weights with PyTorch's own masks (``weight_orig`` +
-      ``weight_mask`` and a forward pre-hook, as ``torch.nn.utils.prune`` makes them), so
-      ``prune.is_pruned`` and ``prune.remove`` work; they change the model in place and return it;
-    * structured pruners (``structured = True``) remove whole units and return a physically
-      smaller model.
-
-    A pruner whose own parameters say what to remove (N:M sparsity, top-k per row) sets
-    ``takes_amount = False``: it is called as ``pruner(model, scores)``, an ``amount`` or
-    ``threshold`` is refused, and the conformance kit checks it by its declared parameters.
-    """
-
-    kind = "pruner"
-    structured: ClassVar[bool] = False
-    takes_amount: ClassVar[bool] = True
-
-    def __call__(
-        self,
-        model: nn.Module,
-        scores: Scores,
-        *,
-        amount: float | None = None,
-        threshold: float | None = None,
-    ) -> nn.Module:
-        """Prune ``model`` by ``amount`` (fraction to remove) or ``threshold`` (score bound)."""
-        if self.takes_amount:
-            check_amount(amount, threshold)
-        elif amount is not None or threshold is not None:
-            raise ValueError(
-                f"pruner {self.name!r} removes what its own parameters say "
-                f"({', '.join(p.name for p in self.params) or 'none'}): call it without "
-                "amount= or threshold="
-            )
-        if not isinstance(scores, Scores):
-            raise TypeError(
-                f"pruner {self.name!r} needs pruneplug.Scores (from a scorer), got "
-                f"{type(scores).__name__}: scores = pruneplug.get_scorer('magnitude')(model)"
-            )
-        scores.check(model)
-        return self.prune(model, scores, amount=amount, threshold=threshold)
-
-    def prune(
-        self,
-        model: nn.Module,
-        scores: Scores,
-        *,
-        amount: float | None,
-        threshold: float | None,
-    ) -> nn.Module:
-        """Remove the least important part of ``model`` and return the pruned model."""
-        raise NotImplementedError
-
-
-# --------------------------------------------------------------------------- augmenters
+from ..plumbing import LossFn, evaluation_mode, model_device
+from .base import Plugin
 
 
 def default_generator(device: torch.device | str = "cpu") -> torch.Generator:
@@ -368,6 +96,29 @@ class ImageAugmenter(Plugin):
     mixes_targets: bool = False
     #: needs ``model=`` (set by :class:`AdversarialAugmenter`, or by a pipeline)
     needs_model: bool = False
+
+    # typed per call form: without targets the images come back, with them (images, targets)
+    @overload
+    def __call__(
+        self,
+        images: Tensor,
+        targets: None = None,
+        *,
+        generator: torch.Generator | None = None,
+        model: nn.Module | None = None,
+        loss_fn: LossFn | None = None,
+    ) -> Tensor: ...
+
+    @overload
+    def __call__(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        model: nn.Module | None = None,
+        loss_fn: LossFn | None = None,
+    ) -> tuple[Tensor, Tensor]: ...
 
     def __call__(
         self,
