@@ -60,6 +60,8 @@ def deploy(
     With ``channels_last`` the inputs should be converted too:
     ``x.to(memory_format=torch.channels_last)``.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"deploy needs a torch.nn.Module, got {type(model).__name__}")
     out = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
     if channels_last:
         out = out.to(memory_format=torch.channels_last)

@@ -295,6 +295,12 @@ def train(
     check_data(data, "data")
     if val_data is not None:
         check_data(val_data, "val_data")
+    if getattr(augment, "modality", None) == "text":
+        raise TypeError(
+            f"augment={augment!r} is a text augmenter, which cannot augment image batches: "
+            "pass an image augmenter (pruneplug.get_augmenter('rotation'), a Compose of them) "
+            "or augment the texts before making the dataset"
+        )
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(
             f"{type(model).__name__} has no trainable parameters: unfreeze some "
@@ -318,7 +324,10 @@ def train(
         bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress)
         for epoch in bar:
             row: dict[str, Any] = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
-            row.update(train_epoch(model, loader, opt, loss_fn, penalty, augment, device))
+            try:
+                row.update(train_epoch(model, loader, opt, loss_fn, penalty, augment, device))
+            except FloatingPointError as error:
+                raise FloatingPointError(f"epoch {epoch} of {epochs}: {error}") from None
             if scheduler is not None:
                 scheduler.step()
             refresh_masked_weights(model)
@@ -333,6 +342,18 @@ def train(
     return history
 
 
+def augmented(augment: Augment, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """``augment(inputs, targets)``, checked: it must return an ``(inputs, targets)`` pair."""
+    out = augment(inputs, targets)
+    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, Tensor) for t in out)):
+        raise TypeError(
+            f"augment must return an (inputs, targets) pair of tensors, got "
+            f"{type(out).__name__}: an image augmenter called with targets returns one "
+            "(aug(x, y)); a function of your own must return (x, y)"
+        )
+    return out
+
+
 def train_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -345,14 +366,20 @@ def train_epoch(
     """One pass over ``loader``; returns the mean objective and the accuracy on the batches."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for inputs, targets in loader:
+    for batch, (inputs, targets) in enumerate(loader):
         inputs, targets = inputs.to(device), targets.to(device)
         if augment is not None:
-            inputs, targets = augment(inputs, targets)
+            inputs, targets = augmented(augment, inputs, targets)
         logits = model(inputs)
         loss = loss_fn(logits, targets)
         if penalty is not None:
             loss = loss + penalty(model, inputs, logits)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training diverged: the loss of batch {batch} is {loss.item()} (the model keeps "
+                "its weights from before this step). Lower the learning rate, or check the "
+                "inputs and the penalty (a too strong penalty, inputs with NaN or inf)"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

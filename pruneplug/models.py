@@ -172,6 +172,12 @@ def torchvision_model(
             f"unknown torchvision classification model {name!r}; choose one of {', '.join(names)}"
         )
     _check_sizes(name, num_classes=num_classes)
+    if "weights" in kwargs or "weights_backbone" in kwargs:
+        raise ValueError(
+            f"torchvision_model({name!r}): pruneplug never downloads weights, so it builds "
+            "randomly initialised models only; load weights you have on disk with "
+            "model.load_state_dict(torch.load(path)) (or pruneplug.serialize.load)"
+        )
 
     def make() -> nn.Module:
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)

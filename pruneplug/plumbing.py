@@ -39,11 +39,25 @@ PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The model's prunable layers (Linear and Conv), by qualified name, in definition order.
 
-    Raises ``ValueError`` when there are none, since no scorer or pruner can act on such a model.
+    The ``out_proj`` of an ``nn.MultiheadAttention`` is left out: attention reads that weight
+    directly instead of calling the layer, so a mask (a forward pre-hook) would never apply and
+    a masked ``out_proj`` breaks a plain training loop's second ``backward()``.
+    Raises ``ValueError`` when there are none, since no scorer or pruner can act on such a
+    model, and for a model on the meta device, whose weights have no values to score.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}: pass the model")
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    if any(p.is_meta for p in model.parameters()):
+        raise ValueError(
+            f"{type(model).__name__} is on the meta device (shapes without values): materialise "
+            "it first, e.g. model.to_empty(device='cpu'), and load its weights"
+        )
+    attention = {n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    layers = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, PRUNABLE_TYPES) and name.rpartition(".")[0] not in attention
+    }
     if not layers:
         raise ValueError(
             f"{type(model).__name__} has no prunable layers: pruneplug prunes the weights of "

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +87,11 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
     The architecture is rebuilt from ``model.pruneplug_spec`` when present (models from
     :mod:`pruneplug.models`); other models load with ``load(path, model=<fresh instance>)``.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"save needs the model (a torch.nn.Module), got {type(model).__name__}: for a "
+            "state_dict or other tensors use torch.save"
+        )
     spec = getattr(model, "pruneplug_spec", None)
     torch.save(
         {
@@ -112,7 +116,7 @@ def read(path: str | os.PathLike, map_location: str | torch.device) -> dict[str,
         )
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+    except Exception as error:  # whatever the unpickler makes of a foreign file
         raise ValueError(
             f"{str(path)!r} is not a pruneplug model file ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); pruneplug.serialize.load reads "
