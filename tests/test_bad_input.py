@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import pruneplug
-from pruneplug import data, deploy, engine, models, serialize
+from pruneplug import data, deploy, engine, metrics, models, serialize
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,10 @@ def test_numpy_and_tensor_scalars_are_accepted_as_numbers():
     rotation = pruneplug.get_augmenter("rotation", degrees=np.float32(10), p=torch.tensor(0.5))
     assert rotation.config == {**rotation.config, "degrees": 10.0, "p": 0.5}
     assert pruneplug.get_pruner("structured", round_to=np.int64(8)).config["round_to"] == 8
+    model = models.mlp(seed=0)
+    scores = pruneplug.get_scorer("magnitude")(model)
+    pruneplug.get_pruner("unstructured")(model, scores, amount=np.float32(0.5))
+    assert metrics.global_sparsity(model) == pytest.approx(0.5, abs=1e-3)
 
 
 def test_attention_stays_trainable_by_a_plain_loop_after_unstructured_pruning():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import ClassVar
 
 from torch import nn
 
+from ..params import plain
 from .base import Plugin
 from .scorers import Scores
 
@@ -19,7 +21,7 @@ def check_amount(amount: float | None, threshold: float | None) -> None:
             "(remove every score below it)"
         )
     if amount is not None:
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
             raise TypeError(f"amount must be a number in [0, 1), got {amount!r}")
         if not 0 <= amount < 1:
             raise ValueError(
@@ -28,7 +30,7 @@ def check_amount(amount: float | None, threshold: float | None) -> None:
             )
     if threshold is not None and (
         isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
+        or not isinstance(threshold, numbers.Real)
         or not math.isfinite(threshold)
     ):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
@@ -64,8 +66,11 @@ class Pruner(Plugin):
         threshold: float | None = None,
     ) -> nn.Module:
         """Prune ``model`` by ``amount`` (fraction to remove) or ``threshold`` (score bound)."""
+        # NumPy scalars and 0-d tensors count as numbers; the method sees Python floats
+        amount, threshold = (None if v is None else plain(v) for v in (amount, threshold))
         if self.takes_amount:
             check_amount(amount, threshold)
+            amount, threshold = (None if v is None else float(v) for v in (amount, threshold))
         elif amount is not None or threshold is not None:
             raise ValueError(
                 f"pruner {self.name!r} removes what its own parameters say "
