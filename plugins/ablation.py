@@ -39,10 +39,10 @@ from tqdm.auto import tqdm
 
 from pruneplug import Batch, LossFn, Param, Scorer, Scores, hookimpl, prunable_layers
 from pruneplug.plumbing import (
+    batch_loss,
     evaluation_mode,
     max_batches_param,
     model_device,
-    scalar_loss,
     take_batches,
 )
 
@@ -105,7 +105,7 @@ class Ablation(Scorer):
         scores = Scores()
         bar = tqdm(total=passes, desc="ablation", disable=not self.config["progress"])
         with bar, masked_weights_kept(model), evaluation_mode(model), torch.no_grad():
-            baseline = [scalar_loss(loss_fn(model(x), y)) for x, y in taken]
+            baseline = [batch_loss(model, x, y, loss_fn, i) for i, (x, y) in enumerate(taken)]
             for name, layer in layers.items():
                 target = model.get_submodule(after.get(name, name))
                 axis = -1 if isinstance(target, nn.Linear) else 1

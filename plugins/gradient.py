@@ -53,10 +53,10 @@ from torch.func import functional_call
 
 from pruneplug import Batch, LossFn, Scorer, Scores, effective_weight, hookimpl, prunable_layers
 from pruneplug.plumbing import (
+    batch_loss,
     evaluation_mode,
     max_batches_param,
     model_device,
-    scalar_loss,
     take_batches,
 )
 
@@ -129,8 +129,8 @@ class BatchAveragedScorer(Scorer):
         unit_sums: dict[str, Tensor] = {}
         samples = 0
         with weight_leaves(model) as (forward, leaves):
-            for inputs, targets in taken:
-                loss = scalar_loss(loss_fn(forward(inputs), targets))
+            for index, (inputs, targets) in enumerate(taken):
+                loss = batch_loss(forward, inputs, targets, loss_fn, index)
                 grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
                 samples += len(inputs)
                 for (name, leaf), grad in zip(leaves.items(), grads, strict=True):

@@ -166,3 +166,28 @@ def uniform(
 ) -> Tensor:
     """``n`` draws from U[low, high) with ``generator`` (the per-sample draw of most augmenters)."""
     return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+
+def batch_loss(
+    forward: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    targets: Tensor,
+    loss_fn: LossFn,
+    index: int,
+) -> Tensor:
+    """``loss_fn(forward(inputs), targets)`` as a checked scalar, for scorers that need data.
+
+    A batch that does not fit the model (inputs of the wrong width, class indices at or above
+    its number of outputs) is refused with its index, its shapes and the fix, instead of a raw
+    kernel error from deep inside torch.
+    """
+    try:
+        loss = loss_fn(forward(inputs), targets)
+    except (RuntimeError, IndexError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"batch {index} (inputs {tuple(inputs.shape)}, targets {tuple(targets.shape)}) does "
+            f"not fit the model ({first}): score with batches of the data the model was trained "
+            "on, with class indices below its number of outputs"
+        ) from error
+    return scalar_loss(loss)

@@ -120,3 +120,15 @@ def test_attention_stays_trainable_by_a_plain_loop_after_unstructured_pruning():
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     assert float((model.head.weight == 0).float().mean()) == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("name", ["gradient", "taylor", "hessian", "ablation"])
+def test_scorer_batches_that_do_not_fit_the_model_are_named(name):
+    model = models.mlp(seed=0)
+    scorer = pruneplug.get_scorer(name)
+    wide = [(torch.rand(4, 1, 8, 9), torch.zeros(4, dtype=torch.long))]
+    with pytest.raises(ValueError, match=r"batch 0 \(inputs \(4, 1, 8, 9\).*does not fit"):
+        scorer(model, wide)
+    labels = [(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 10]))]
+    with pytest.raises(ValueError, match=r"class indices below its number of outputs"):
+        scorer(model, labels)
