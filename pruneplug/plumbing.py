@@ -11,9 +11,10 @@ What a scorer, pruner or training loop needs from a model besides its own method
 * :func:`evaluation_mode` - eval mode for a block, every module's own mode restored after;
 * :func:`model_device` - where a model's parameters live;
 * :func:`uniform` - per-sample draws in [low, high) from a generator, for augmenters;
-* :func:`take_batches`, :func:`scalar_loss`, :func:`max_batches_param` - for scorers that
-  need data: checked ``(inputs, targets)`` batches on the model's device, a loss reduced to a
-  scalar, and the usual "how many batches" parameter.
+* :func:`take_batches`, :func:`batch_loss`, :func:`scalar_loss`, :func:`max_batches_param` -
+  for scorers that need data: checked ``(inputs, targets)`` batches on the model's device, the
+  loss of a batch (refusing one that does not fit the model), a loss reduced to a scalar, and
+  the usual "how many batches" parameter.
 
 ``Batch`` and ``LossFn`` are the type aliases of the plugin methods.
 """

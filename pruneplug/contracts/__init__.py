@@ -3,17 +3,17 @@
 A plugin author subclasses one base, sets ``name``, ``description`` and ``params`` (see
 :mod:`pruneplug.params`), and implements one method, which receives only what it uses:
 
-=========================  ======================================================================
-base                       method
-=========================  ======================================================================
-:class:`LayerScorer`       ``score_layer(name, weight) -> Tensor`` (one layer's effective weight)
-:class:`Scorer`            ``score(model, batches, loss_fn) -> Scores`` (scorers that need data)
-:class:`Pruner`            ``prune(model, scores, *, amount, threshold) -> nn.Module``
-:class:`ImageAugmenter`    ``apply(images, params) -> Tensor``
-:class:`MixingAugmenter`   ``mix(images, targets, params) -> (images, soft targets)``
-:class:`AdversarialAugmenter`  ``attack(images, targets, params, model, loss_fn) -> Tensor``
-:class:`TextAugmenter`     ``augment_one(text, generator) -> str``
-=========================  ======================================================================
+============================  ===================================================================
+base                          method
+============================  ===================================================================
+:class:`LayerScorer`          ``score_layer(name, weight) -> Tensor`` (a layer's effective weight)
+:class:`Scorer`               ``score(model, batches, loss_fn) -> Scores`` (scorers that need data)
+:class:`Pruner`               ``prune(model, scores, *, amount, threshold) -> nn.Module``
+:class:`ImageAugmenter`       ``apply(images, params) -> Tensor``
+:class:`MixingAugmenter`      ``mix(images, targets, params) -> (images, soft targets)``
+:class:`AdversarialAugmenter` ``attack(images, targets, params, model, loss_fn) -> Tensor``
+:class:`TextAugmenter`        ``augment_one(text, generator) -> str``
+============================  ===================================================================
 
 The base classes do everything the core promises users - parameter validation, input and
 output checks, per-sample probability, seeding, eval mode - so a plugin's own code is only its
