@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -184,34 +186,41 @@ def run_all_until_slider(page, attempts: int = 2):
                 raise
 
 
-def test_chapter_runs_and_slider_redraws_image(lab):
+@contextmanager
+def notebook_page(address: str) -> Iterator:
+    """Chromium showing the notebook at ``address``; on failure, a screenshot and the log."""
     from playwright.sync_api import sync_playwright
 
-    url, _ = lab
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(url(CHAPTER))
+            page.goto(address)
             page.wait_for_selector(".jp-Notebook", timeout=60_000)
-            slider = run_all_until_slider(page)
-            image = page.wait_for_selector(".jupyter-widgets img", timeout=60_000)
-            page.wait_for_function("img => img.src.startsWith('blob:')", arg=image, timeout=60_000)
-            before = image.get_attribute("src")
-            slider.scroll_into_view_if_needed()
-            slider.focus()
-            for _ in range(40):
-                page.keyboard.press("ArrowRight")
-            page.wait_for_function(
-                "([img, old]) => img.src !== old", arg=[image, before], timeout=60_000
-            )
-            page.screenshot(path=str(SCREENSHOT), full_page=False)
+            yield page
         except Exception:
             page.screenshot(path=str(FAILURE), full_page=False)
             print("JupyterLab's log, last lines:", *LOG.read_text().splitlines()[-40:], sep="\n")
             raise
         finally:
             browser.close()
+
+
+def test_chapter_runs_and_slider_redraws_image(lab):
+    url, _ = lab
+    with notebook_page(url(CHAPTER)) as page:
+        slider = run_all_until_slider(page)
+        image = page.wait_for_selector(".jupyter-widgets img", timeout=60_000)
+        page.wait_for_function("img => img.src.startsWith('blob:')", arg=image, timeout=60_000)
+        before = image.get_attribute("src")
+        slider.scroll_into_view_if_needed()
+        slider.focus()
+        for _ in range(40):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            "([img, old]) => img.src !== old", arg=[image, before], timeout=60_000
+        )
+        page.screenshot(path=str(SCREENSHOT), full_page=False)
     assert SCREENSHOT.stat().st_size > 10_000
 
 
@@ -228,36 +237,23 @@ def read_dump(folder: Path, number: int, page) -> dict:
 
 def test_displayed_controls_keep_every_declared_default(lab):
     """JupyterLab renders every plugin's controls; the kernel's values stay the defaults."""
-    from playwright.sync_api import sync_playwright
-
     url, folder = lab
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            page.goto(url(PROBE))
-            page.wait_for_selector(".jp-Notebook", timeout=60_000)
-            run_all_until_slider(page)
-            page.wait_for_selector("button:has-text('dump values')", timeout=60_000)
-            handles = page.locator(".widget-slider .noUi-handle")
-            page.wait_for_function(
-                "n => document.querySelectorAll('.widget-slider .noUi-handle').length >= n",
-                arg=20,
-                timeout=60_000,
-            )
-            before = read_dump(folder, 0, page)
-            for index in (0, 1):  # rotation degrees, mixup alpha: one step right each
-                handles.nth(index).focus()
-                page.keyboard.press("ArrowRight")
-            time.sleep(1.0)  # the key press's sync reaches the kernel before the click
-            after = read_dump(folder, 1, page)
-            page.screenshot(path=str(BUILD / "controls.png"), full_page=False)
-        except Exception:
-            page.screenshot(path=str(FAILURE), full_page=False)
-            print("JupyterLab's log, last lines:", *LOG.read_text().splitlines()[-40:], sep="\n")
-            raise
-        finally:
-            browser.close()
+    with notebook_page(url(PROBE)) as page:
+        run_all_until_slider(page)
+        page.wait_for_selector("button:has-text('dump values')", timeout=60_000)
+        handles = page.locator(".widget-slider .noUi-handle")
+        page.wait_for_function(
+            "n => document.querySelectorAll('.widget-slider .noUi-handle').length >= n",
+            arg=20,
+            timeout=60_000,
+        )
+        before = read_dump(folder, 0, page)
+        for index in (0, 1):  # rotation degrees, mixup alpha: one step right each
+            handles.nth(index).focus()
+            page.keyboard.press("ArrowRight")
+        time.sleep(1.0)  # the key press's sync reaches the kernel before the click
+        after = read_dump(folder, 1, page)
+        page.screenshot(path=str(BUILD / "controls.png"), full_page=False)
     moved = {
         key: (default, before["values"][key])
         for key, default in before["declared"].items()
