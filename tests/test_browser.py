@@ -158,7 +158,14 @@ def lab(tmp_path_factory):
                 time.sleep(0.5)
         else:
             pytest.fail("JupyterLab did not start within 60 s")
-        yield (lambda notebook: f"{base}/lab/tree/{notebook}?token={token}"), tmp_path
+
+        # each notebook in a fresh workspace of its own: JupyterLab would otherwise restore the
+        # previous test's tab, whose (hidden) widgets the selectors could find first
+        def url(notebook: str) -> str:
+            workspace = Path(notebook).stem
+            return f"{base}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={token}"
+
+        yield url, tmp_path
     finally:
         server.terminate()
         server.wait(timeout=30)
