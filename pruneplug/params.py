@@ -45,7 +45,8 @@ class Param:
             [0, 1]); the base class draws which samples to transform from it. Declare it with
             :func:`probability`.
         at_most: the name of another parameter this one may not exceed (a min/max pair such as
-            ``sigma_min`` / ``sigma_max``), checked on every call with a :class:`ParamError`.
+            ``sigma_min`` / ``sigma_max``), checked on every call with a :class:`ParamError`;
+            a linear pair with equal bounds is shown as one range slider.
 
     Values given as NumPy scalars or 0-d tensors are accepted wherever a number is.
     """

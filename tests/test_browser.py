@@ -77,22 +77,31 @@ import pruneplug
 from pruneplug import widgets
 
 registry = pruneplug.get_registry()
-shown, declared = {}, {}
+shown, made, declared = {}, {}, {}
 for kind in ("scorer", "pruner", "augmenter"):
     for entry in registry.entries(kind):
-        for name, control in widgets.controls(entry.name, kind=kind).items():
+        made[f"{kind}/{entry.name}"] = controls = widgets.controls(entry.name, kind=kind)
+        for name, control in controls.items():
             shown[f"{kind}/{entry.name}/{name}"] = control
         for param in entry.cls.params:
             declared[f"{kind}/{entry.name}/{param.name}"] = param.default
-# first the two sliders the test steps with the keyboard: a linear and a log-scale one
-stepped = ["augmenter/rotation/degrees", "augmenter/mixup/alpha"]
+# first the sliders the test steps with the keyboard: a linear, a log-scale and a range one
+stepped = [
+    "augmenter/rotation/degrees",
+    "augmenter/mixup/alpha",
+    "augmenter/gaussian_noise/sigma_min..sigma_max",
+]
 dumps = []
 
 
 def dump(button):
     path = Path(f"values-{len(dumps)}.json")
     path.write_text(json.dumps({
-        "values": {key: control.value for key, control in shown.items()},
+        "values": {  # range sliders read back as their min and max parameters
+            f"{plugin}/{name}": value
+            for plugin, controls in made.items()
+            for name, value in widgets.values(controls).items()
+        },
         "declared": declared,
         "steps": {key: [shown[key].step, getattr(shown[key], "base", None)] for key in stepped},
     }))
@@ -255,18 +264,20 @@ def test_displayed_controls_keep_every_declared_default(lab):
             timeout=60_000,
         )
         before = read_dump(folder, 0, page)
-        for index in (0, 1):  # rotation degrees, mixup alpha: one step right each
+        # one step right each: rotation degrees, mixup alpha, the upper handle of gaussian
+        # noise's sigma range (handles 2 and 3 are that slider's lower and upper ones)
+        for index in (0, 1, 3):
             handles.nth(index).focus()
             page.keyboard.press("ArrowRight")
         time.sleep(1.0)  # the key press's sync reaches the kernel before the click
         after = read_dump(folder, 1, page)
         page.screenshot(path=str(BUILD / "controls.png"), full_page=False)
-    moved = {
+    changed = {
         key: (default, before["values"][key])
         for key, default in before["declared"].items()
         if before["values"][key] != default
     }
-    assert not moved, f"the browser changed these declared defaults (default, now): {moved}"
+    assert not changed, f"the browser changed these declared defaults (default, now): {changed}"
     assert len(before["values"]) == len(before["declared"]) > 100
     degrees, alpha = "augmenter/rotation/degrees", "augmenter/mixup/alpha"
     step, _ = after["steps"][degrees]
@@ -274,5 +285,9 @@ def test_displayed_controls_keep_every_declared_default(lab):
     step, base = after["steps"][alpha]
     ratio = after["values"][alpha] / before["values"][alpha]
     assert ratio == pytest.approx(base**step, rel=1e-12)  # one step of a log-scale slider
-    unchanged = {k: v for k, v in after["values"].items() if k not in (degrees, alpha)}
+    step, _ = after["steps"]["augmenter/gaussian_noise/sigma_min..sigma_max"]
+    high = "augmenter/gaussian_noise/sigma_max"  # the range read back as two parameters
+    assert after["values"][high] - before["values"][high] == pytest.approx(step, rel=1e-12)
+    moved = (degrees, alpha, high)
+    unchanged = {k: v for k, v in after["values"].items() if k not in moved}
     assert unchanged == {k: before["values"][k] for k in unchanged}

@@ -309,6 +309,10 @@ def browser_shows(widget: w.Widget) -> object:
         return math.pow(widget.base, snapped)
     if isinstance(widget, (w.FloatSlider, w.IntSlider)):
         return widgets.browser_snap(widget.value, widget.min, widget.max, widget.step)
+    if isinstance(widget, (w.FloatRangeSlider, w.IntRangeSlider)):  # each handle snaps alike
+        return tuple(
+            widgets.browser_snap(v, widget.min, widget.max, widget.step) for v in widget.value
+        )
     return widget.value  # text boxes, dropdowns, checkboxes never rewrite what they show
 
 
@@ -336,17 +340,55 @@ def test_every_installed_plugin_is_checked():
 @pytest.mark.parametrize(("kind", "name"), declared_plugins())
 def test_every_control_shows_its_declared_default_exactly(kind, name):
     declared = {p.name: p for p in pruneplug.get_registry().entry(kind, name).cls.params}
-    for pname, widget in widgets.controls(name, kind=kind).items():
-        default = declared[pname].default
-        assert widget.value == default, (name, pname)
-        assert browser_shows(widget) == default, f"{name}.{pname}: the browser moves {default}"
+    made = widgets.controls(name, kind=kind)
+    assert widgets.values(made) == {pname: p.default for pname, p in declared.items()}
+    for key, widget in made.items():
+        names = key.split(widgets.RANGE_JOIN)
+        defaults = tuple(declared[pname].default for pname in names)
+        shown = browser_shows(widget)
+        assert (shown,) == defaults or shown == defaults, f"{name}.{key}: the browser moves it"
+        if isinstance(widget, (w.FloatRangeSlider, w.IntRangeSlider)):
+            steps = [(v - widget.min) / widget.step for v in widget.value]
+            assert all(abs(k - round(k)) <= 1e-12 * max(1.0, abs(k)) for k in steps), (name, key)
+            low, high = declared[names[0]].low, declared[names[0]].high
+            assert low <= widget.min <= defaults[0] <= defaults[1] <= widget.max <= high
         if isinstance(widget, (w.FloatSlider, w.FloatLogSlider, w.IntSlider)):
             k = grid_position(widget)
-            assert abs(k - round(k)) <= 1e-12 * max(1.0, abs(k)), (name, pname, k)
+            assert abs(k - round(k)) <= 1e-12 * max(1.0, abs(k)), (name, key, k)
             low, high = widget.min, widget.max
             if isinstance(widget, w.FloatLogSlider):  # min and max are exponents
                 low, high = widget.base**low, widget.base**high
-            assert declared[pname].low <= low <= widget.value <= high <= declared[pname].high
+            assert declared[key].low <= low <= widget.value <= high <= declared[key].high
+
+
+def test_a_linear_min_max_pair_gets_one_range_slider():
+    made = widgets.controls("gaussian_noise", kind="augmenter")
+    sigma = made["sigma_min..sigma_max"]
+    assert isinstance(sigma, w.FloatRangeSlider) and sigma.value == (0.02, 0.1)
+    assert list(made) == ["sigma_min..sigma_max", "p"] and sigma.tooltip.count(";") == 1
+    sigma.value = (0.05, 0.3)
+    assert widgets.values(made) == {"sigma_min": 0.05, "sigma_max": 0.3, "p": 0.5}
+    picker = widgets.PluginPicker("augmenter", ["gaussian_noise"], "gaussian_noise", print)
+    picker.controls["sigma_min..sigma_max"].value = (0.2, 0.2)
+    assert picker.create().config["sigma_min"] == picker.create().config["sigma_max"] == 0.2
+    kernel = widgets.controls("box_blur", kind="augmenter")["kernel_min..kernel_max"]
+    assert isinstance(kernel, w.IntRangeSlider) and (kernel.min, kernel.max) == (1, 31)
+    # a log-scale pair keeps a log slider each; so does a pair whose bounds differ
+    crop = widgets.controls("resized_crop", kind="augmenter")
+    assert isinstance(crop["scale_min..scale_max"], w.FloatRangeSlider)
+    assert isinstance(crop["ratio_min"], w.FloatLogSlider) and "ratio_max" in crop
+    uneven = (Param("a", float, 0.1, low=0.0, high=1.0, at_most="b"), Param("b", float, 0.5))
+    assert widgets.range_control(*uneven) is None and list(widgets.param_controls(uneven)) == [
+        "a",
+        "b",
+    ]
+    # a pair no decimal grid holds keeps two controls rather than moving a default
+    odd = (
+        Param("lo", float, 8 / 255, low=0.0, high=1.0, at_most="hi"),
+        Param("hi", float, 0.5, low=0.0, high=1.0),
+    )
+    assert widgets.range_control(*odd) is None
+    assert isinstance(widgets.param_controls(odd)["lo"], w.BoundedFloatText)
 
 
 def test_the_snap_replays_what_the_browser_did_to_the_old_sliders():

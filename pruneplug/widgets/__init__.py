@@ -1,8 +1,9 @@
 """ipywidgets for the course: controls generated from declared parameters, and explorers.
 
 * :func:`controls` builds a control for every declared :class:`~pruneplug.Param` of a plugin
-  (slider for a bounded number, dropdown for choices, checkbox for a bool, text box otherwise),
-  with the parameter's help as tooltip. No plugin writes widget code.
+  (slider for a bounded number, one range slider for a linear min/max pair, dropdown for
+  choices, checkbox for a bool, text box otherwise), with the parameter's help as tooltip.
+  No plugin writes widget code.
 * Explorers do real work on every change and **render by updating widget state** - a PNG drawn
   with matplotlib's Agg backend into an :class:`ipywidgets.Image`, an HTML table - never by
   printing or clearing output inside callbacks, which strict ``nbval`` rejects. Each exposes its
@@ -25,6 +26,7 @@ from ..metrics import kendall, pruned_overlap, spearman
 from .controls import (
     MAX_STEPS,
     MIN_STEPS,
+    RANGE_JOIN,
     TARGET_STEPS,
     PluginPicker,
     SliderGrid,
@@ -35,6 +37,8 @@ from .controls import (
     linear_grid,
     log_grid,
     nice_steps,
+    param_controls,
+    range_control,
     readout_format,
     slider_grid,
     value_slider,
@@ -57,6 +61,7 @@ __all__ = [
     "MAX_STEPS",
     "MIN_STEPS",
     "SENSITIVITY_AMOUNTS",
+    "RANGE_JOIN",
     "TARGET_STEPS",
     "AugmentationGallery",
     "Explorer",
@@ -80,7 +85,9 @@ __all__ = [
     "linear_grid",
     "log_grid",
     "nice_steps",
+    "param_controls",
     "pruned_overlap",
+    "range_control",
     "readout_format",
     "removed_per_layer",
     "slider_grid",

@@ -1,9 +1,10 @@
 """Controls generated from declared parameters, on slider grids that keep their defaults.
 
 :func:`controls` builds a control for every declared :class:`~pruneplug.Param` of a plugin
-(slider for a bounded number, dropdown for choices, checkbox for a bool, text box otherwise),
-with the parameter's help as tooltip, so no plugin writes widget code. :class:`PluginPicker`
-is a dropdown of registered plugins plus the chosen one's controls.
+(slider for a bounded number, one range slider for a linear min/max pair, dropdown for
+choices, checkbox for a bool, text box otherwise), with the parameter's help as tooltip, so
+no plugin writes widget code. :class:`PluginPicker` is a dropdown of registered plugins plus
+the chosen one's controls.
 """
 
 from __future__ import annotations
@@ -104,22 +105,25 @@ class SliderGrid:
         return (at - self.min) / self.step
 
 
-def linear_grid(default: float, low: float, high: float) -> SliderGrid | None:
-    """A linear grid of a nice step inside ``[low, high]`` that the browser keeps ``default`` on.
+def linear_grid(defaults: float | Sequence[float], low: float, high: float) -> SliderGrid | None:
+    """A linear grid of a nice step inside ``[low, high]`` that the browser keeps ``defaults`` on.
 
-    The grid is the multiples of the step, so its positions read as round numbers; ``None``
-    when no nice step divides ``default`` (e.g. 8/255) or the browser would still move it.
+    ``defaults`` is one value, or both ends of a range slider. The grid is the multiples of the
+    step, so its positions read as round numbers; ``None`` when no nice step divides every
+    default (e.g. 8/255) or the browser would still move one.
     """
+    held = [float(defaults)] if isinstance(defaults, (int, float)) else [float(d) for d in defaults]
     for step in nice_steps(high - low):
-        if abs(default / step - round(default / step)) > 1e-9:
+        if any(abs(d / step - round(d / step)) > 1e-9 for d in held):
             continue
         decimals = max(0, -math.floor(math.log10(step)))
         lowest = round(math.ceil(low / step - 1e-9) * step, decimals)
         highest = round(math.floor(high / step + 1e-9) * step, decimals)
-        if not low <= lowest <= default <= highest <= high or highest - lowest < step:
+        inside = all(lowest <= d <= highest for d in held)
+        if not (low <= lowest and highest <= high and inside) or highest - lowest < step:
             continue
         grid = SliderGrid(lowest, highest, step)
-        if grid.shown(default) == default:
+        if all(grid.shown(d) == d for d in held):
             return grid
     return None
 
@@ -237,18 +241,92 @@ def value_slider(
     )
 
 
+#: Joins a min/max pair's names into the key of their one range slider, ``"sigma_min..sigma_max"``;
+#: parameter names are identifiers, so :func:`values` splits the key back unambiguously.
+RANGE_JOIN = ".."
+
+
+def range_control(low: Param, high: Param) -> w.Widget | None:
+    """One range slider for a min/max pair (``low.at_most == high.name``), or ``None``.
+
+    A pair of numbers of one type, on linear scales with the same bounds, gets an
+    ``IntRangeSlider`` or a ``FloatRangeSlider`` on a grid holding both defaults, so it can
+    never show a minimum above its maximum; log-scale pairs and pairs no grid holds keep a
+    control each (two log sliders read better than one linear range across decades).
+    """
+    numeric = low.type is high.type and low.type in (int, float)
+    if not numeric or low.log or high.log or low.choices is not None or high.choices is not None:
+        return None
+    if low.low is None or low.high is None or (low.low, low.high) != (high.low, high.high):
+        return None
+    common: dict[str, Any] = {
+        "description": f"{low.name}{RANGE_JOIN}{high.name}",
+        "tooltip": f"{low.help or low.name}; {high.help or high.name}",
+        "style": {"description_width": "initial"},
+    }
+    value = (low.default, high.default)
+    if low.type is int:
+        return w.IntRangeSlider(value=value, min=low.low, max=low.high, **common)
+    grid = linear_grid(value, low.low, low.high)
+    if grid is None:
+        return None
+    return w.FloatRangeSlider(
+        value=value,
+        min=grid.min,
+        max=grid.max,
+        step=grid.step,
+        readout_format=readout_format(grid.step),
+        **common,
+    )
+
+
+def param_controls(params: Sequence[Param]) -> dict[str, w.Widget]:
+    """A control per parameter, keyed by name, with one range slider per linear min/max pair.
+
+    A pair's slider takes the place of its minimum and is keyed ``"<min>..<max>"``
+    (:data:`RANGE_JOIN`); :func:`values` turns it back into the two parameters.
+    """
+    declared = {p.name: p for p in params}
+    ranges = {
+        p.name: ranged
+        for p in params
+        if p.at_most is not None and (ranged := range_control(p, declared[p.at_most]))
+    }
+    covered = {declared[name].at_most for name in ranges}
+    made: dict[str, w.Widget] = {}
+    for param in params:
+        if param.name in ranges:
+            made[ranges[param.name].description] = ranges[param.name]
+        elif param.name not in covered:
+            made[param.name] = control(param)
+    return made
+
+
 def controls(plugin: type[Plugin] | str, kind: str | None = None) -> dict[str, w.Widget]:
-    """Controls for every parameter of ``plugin`` (a class, or a registered name of ``kind``)."""
+    """Controls for every parameter of ``plugin`` (a class, or a registered name of ``kind``).
+
+    See :func:`param_controls`; :func:`values` reads them back as the plugin's parameters.
+    """
     if isinstance(plugin, str):
         if kind is None:
             raise ValueError("give kind= ('scorer', 'pruner' or 'augmenter') with a plugin name")
         plugin = get_registry().entry(kind, plugin).cls
-    return {p.name: control(p) for p in plugin.params}
+    return param_controls(plugin.params)
 
 
 def values(widgets: dict[str, w.Widget]) -> dict[str, Any]:
-    """The current values of a :func:`controls` dict, ready to pass as plugin parameters."""
-    return {name: widget.value for name, widget in widgets.items()}
+    """The current values of a :func:`controls` dict, ready to pass as plugin parameters.
+
+    A range slider's ``(min, max)`` becomes its two parameters again.
+    """
+    found: dict[str, Any] = {}
+    for key, widget in widgets.items():
+        if isinstance(widget, (w.FloatRangeSlider, w.IntRangeSlider)):
+            low, high = key.split(RANGE_JOIN)
+            found[low], found[high] = widget.value
+        else:
+            found[key] = widget.value
+    return found
 
 
 def choose(names: Sequence[str], value: str | None, preferred: Sequence[str]) -> str:

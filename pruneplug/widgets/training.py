@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from ..engine import History
 from ..params import Param
-from .controls import control, values
+from .controls import param_controls, values
 from .explorer import Explorer
 
 Run = Callable[..., "History | tuple[History, dict[str, Any]]"]
@@ -38,7 +38,7 @@ class TrainingCurves(Explorer):
         self.run = run
         self.column = column
         self.keep = keep
-        self.controls = {p.name: control(p) for p in params}
+        self.controls = param_controls(params)
         for widget in self.controls.values():
             if hasattr(widget, "continuous_update"):
                 widget.continuous_update = False
