@@ -21,6 +21,7 @@ BENCHMARKS = {
     "augment": ("augment",),
     "widgets": ("widgets",),
     "sweep": ("sweep",),
+    "deploy": ("deploy_speed",),
 }
 
 

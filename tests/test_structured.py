@@ -395,3 +395,7 @@ def test_quick_benchmark_prints_both_tables(capsys):
     assert [row[0] for row in p2_rows] == ["50%", "75%", "90%", "50%", "75%"]
     assert [row[1] for row in p2_rows[:3]] == ["150-50", "75-25", "30-10"]
     assert all(row[-1] in ("yes", "NO") for row in p2_rows[:3])
+    for row in p2_rows[3:]:  # P3: the headline is pruning's own speed-up, beside its MACs cut
+        reduction, speedup, ratio = float(row[2][:-1]), float(row[3][:-1]), float(row[4])
+        assert ratio == pytest.approx(speedup / reduction, abs=0.06) and row[7] in ("yes", "NO")
+    assert "deployment: TP as is" in out

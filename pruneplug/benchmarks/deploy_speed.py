@@ -1,0 +1,154 @@
+"""D1 of ``pruneplug bench deploy``: how much faster a structured-pruned model really is.
+
+The headline compares like with like: the pruned model against the **dense model given the same
+deployment** (batch norm folded, NHWC layout: what oneDNN's CPU convolutions prefer), so the
+speed-up is what pruning itself buys and can be set beside its MACs reduction. The anchor is
+Torch-Pruning's pruned model (same widths as ours by construction: L1 magnitude, local) under
+that same deployment, in the same run. Columns that add steps to one side only are labelled
+*deployment*: they mix pruning's speed-up with what the steps would give the dense model too.
+
+Two models: the course's reference CNN on 1x8x8 digits, whose pruned widths (8-16-32 at 75 %)
+leave its time to per-operator overhead, and torchvision's ResNet-18 on 3x64x64 inputs at batch
+64, whose time goes to multiply-adds, as in the networks practitioners prune. Weights are random
+(speed does not depend on them); latency is the median of interleaved repeats
+(:func:`~pruneplug.benchmarks.pruning_structured.interleaved_latency`).
+
+Goals (ResNet-18 row): pruning's own speed-up at least :data:`GOALS` times its MACs reduction.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+import torchvision
+from torch import Tensor, nn
+
+import pruneplug
+from pruneplug import metrics, models
+from pruneplug.deploy import deploy
+
+from .pruning_structured import GOALS, budget, interleaved_latency, table
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model to prune and time: how to build it, one sample's shape, the batch size."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    sample: tuple[int, ...]
+    batch: int
+    classifier: str  # protected: its outputs are the classes
+
+
+def resnet18() -> nn.Module:
+    return torchvision.models.resnet18(num_classes=10)
+
+
+CASES = (
+    Case("reference CNN 1x8x8", models.cnn, (1, 8, 8), 256, "classifier"),
+    Case("ResNet-18 3x64x64", resnet18, (3, 64, 64), 64, "fc"),
+)
+#: In quick mode (the test suite) ResNet-18 runs on 3x16x16 inputs, batch 2.
+QUICK_CASES = (CASES[0], Case("ResNet-18 3x16x16", resnet18, (3, 16, 16), 2, "fc"))
+
+
+def torch_pruning(dense: nn.Module, amount: float, x: Tensor, classifier: str) -> nn.Module:
+    """The anchor: Torch-Pruning's MetaPruner, L1 magnitude, local, the classifier ignored."""
+    model = copy.deepcopy(dense)
+    tp.pruner.MetaPruner(
+        model,
+        x[:1],
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=amount,
+        ignored_layers=[model.get_submodule(classifier)],
+    ).step()
+    return model.eval()
+
+
+def same_deployment(model: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
+    """The headline deployment, given to every model alike: BN folded, NHWC model and input."""
+    return deploy(model, channels_last=True), x.to(memory_format=torch.channels_last)
+
+
+def case_rows(case: Case, quick: bool) -> list[list[str]]:
+    """One row per amount: MACs reduction, speed-ups (ours, anchor) and their ratios."""
+    run = budget(quick)
+    torch.manual_seed(0)
+    dense = case.build().eval()
+    x = torch.rand(case.batch, *case.sample, generator=torch.Generator().manual_seed(0))
+    scores = pruneplug.get_scorer("magnitude", p=1)(dense)
+    pruner = pruneplug.get_pruner("structured", scope="local", protect=case.classifier)
+    dense_macs = metrics.macs(dense, x[:1])
+    rows = []
+    for amount in GOALS:
+        ours = pruner(dense, scores, amount=amount).eval()
+        anchor = torch_pruning(dense, amount, x, case.classifier)
+        if metrics.macs(anchor, x[:1]) != metrics.macs(ours, x[:1]):
+            raise AssertionError(f"{case.name}: Torch-Pruning's widths differ from ours")
+        runs = {
+            "dense": same_deployment(dense, x),
+            "ours": same_deployment(ours, x),
+            "TP": same_deployment(anchor, x),
+            "dense as is": (dense, x),
+        }
+        seconds = interleaved_latency(runs, run.repeats, run.warmup)
+        reduction = dense_macs / metrics.macs(ours, x[:1])
+        speedup = seconds["dense"] / seconds["ours"]
+        rows.append(
+            [
+                case.name,
+                f"{amount:.0%}",
+                f"{1e3 * seconds['dense']:.2f}",
+                f"{reduction:.1f}x",
+                f"{speedup:.2f}x",
+                f"{speedup / reduction:.2f}",
+                f">= {GOALS[amount]}",
+                "yes" if speedup / reduction >= GOALS[amount] else "NO",
+                f"{seconds['dense'] / seconds['TP']:.2f}x",
+                f"{seconds['dense as is'] / seconds['ours']:.2f}x",
+            ]
+        )
+    return rows
+
+
+def speed_table(quick: bool) -> str:
+    """The D1 table: one row per model and amount."""
+    load = os.getloadavg()[0]
+    cases = QUICK_CASES if quick else CASES
+    rows = [row for case in cases for row in case_rows(case, quick)]
+    header = [
+        "model",
+        "removed",
+        "dense ms",
+        "MACs red.",
+        "speed-up",
+        "ratio",
+        "goal",
+        "met",
+        "TP speed-up",
+        "deployment",
+    ]
+    run = budget(quick)
+    notes = [
+        "speed-up: dense / pruned latency, both deployed alike (BN folded, NHWC model and "
+        "input; 'dense ms' is that dense model per batch); ratio: speed-up / MACs red.",
+        "TP speed-up: Torch-Pruning's pruned model (same widths), same deployment, same run",
+        "deployment: our pruned model deployed against the dense model as it comes (NCHW, BN "
+        "unfolded): pruning plus what the deployment steps give any model; not a headline",
+        f"structured pruner, L1 magnitude, local, classifier protected; median of {run.repeats} "
+        f"interleaved repeats; {torch.get_num_threads()} thread(s); load average {load:.2f} "
+        f"before, {os.getloadavg()[0]:.2f} after (timings on a shared machine are noisy)",
+    ]
+    title = "D1  structured pruning, CPU latency under the same deployment"
+    return table(title, header, rows, notes)
+
+
+def run(quick: bool = False) -> None:
+    """Print the D1 table (``quick``: a tiny run for the test suite)."""
+    print(speed_table(quick))
