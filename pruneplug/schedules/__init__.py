@@ -24,6 +24,11 @@ of units (structured pruners) removed from the model as it was given.
 * :func:`sensitivity_scan` - per layer, accuracy against sparsity when only that layer is
   pruned (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017), to see which layers
   tolerate pruning.
+* :func:`lottery_ticket` - iterative magnitude pruning with weight rewinding (Frankle & Carbin,
+  ICLR 2019; Frankle et al., ICML 2020): prune ``rate`` of the remaining weights per round,
+  rewind the survivors to their values at epoch ``k`` (:math:`m \odot \theta_k`), retrain;
+  :func:`random_reinit` trains the same mask from a fresh initialisation (the papers' control).
+  ``rate`` is per round: the final sparsity is :math:`1 - (1 - p)^R`.
 * :func:`recipe_high_sparsity` - the documented recipe for unstructured pruning to 90-99 %
   (benchmark row P1 of ``pruneplug bench pruning``).
 
@@ -35,11 +40,13 @@ them as ``penalty=`` - every keyword a schedule does not know goes to
 there (``device=None``), or on ``device=`` (the copy moves; the model given stays where it is).
 Scorers receive the data as given and move each batch to the model's device.
 The modules: :mod:`.steps` (the shared pieces and the sparsity curves), :mod:`.training`
-(:func:`one_shot`, :func:`iterative`, :func:`gradual`, :func:`recipe_high_sparsity`) and
-:mod:`.search` (:func:`heuristic`, :func:`sensitivity_scan`). Every public name is importable
+(:func:`one_shot`, :func:`iterative`, :func:`gradual`, :func:`recipe_high_sparsity`),
+:mod:`.search` (:func:`heuristic`, :func:`sensitivity_scan`) and :mod:`.lottery`
+(:func:`lottery_ticket`, :func:`random_reinit`). Every public name is importable
 from ``pruneplug.schedules``.
 """
 
+from .lottery import Ticket, lottery_ticket, random_reinit
 from .search import HeuristicResult, Sensitivity, heuristic, sensitivity_scan
 from .steps import (
     SPACINGS,
@@ -65,6 +72,7 @@ __all__ = [
     "ScorerLike",
     "Sensitivity",
     "Step",
+    "Ticket",
     "agp_sparsity",
     "as_batches",
     "check_count",
@@ -72,7 +80,9 @@ __all__ = [
     "gradual",
     "heuristic",
     "iterative",
+    "lottery_ticket",
     "one_shot",
+    "random_reinit",
     "recipe_high_sparsity",
     "resolve_pruner",
     "resolve_scorer",
