@@ -32,11 +32,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import prune
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .plumbing import evaluation_mode, model_device
+from .plumbing import evaluation_mode, model_device, refresh_masked_weights
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Penalty = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -112,22 +111,6 @@ def forward_on(model: nn.Module, inputs: Tensor) -> Tensor:
     """
     output = model(inputs.to(model_device(model, default=inputs.device)))
     return output.to(inputs.device)
-
-
-def refresh_masked_weights(model: nn.Module) -> None:
-    """Recompute ``weight = weight_orig * weight_mask`` of pruned layers after an update.
-
-    ``torch.nn.utils.prune`` recomputes the masked tensor only in a forward pre-hook, so after an
-    optimiser step ``module.weight`` is one step stale until the next forward; scorers and
-    metrics that read it between epochs must see the current values. The refresh runs outside
-    autograd: a ``weight`` left over from a training forward is a non-leaf tensor, which
-    ``copy.deepcopy`` of the model refuses.
-    """
-    with torch.no_grad():
-        for module in model.modules():
-            for hook in module._forward_pre_hooks.values():
-                if isinstance(hook, prune.BasePruningMethod):
-                    hook(module, ())
 
 
 def make_loader(data: Data, batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:

@@ -8,6 +8,8 @@ What a scorer, pruner or training loop needs from a model besides its own method
   a tensor;
 * :func:`effective_weight` - a layer's weight as its forward pass uses it (``weight_orig *
   weight_mask`` for a layer pruned with ``torch.nn.utils.prune``);
+* :func:`refresh_masked_weights` - recompute the masked ``weight`` of pruned layers outside
+  autograd (after a prune or an optimiser step);
 * :func:`evaluation_mode` - eval mode for a block, every module's own mode restored after;
 * :func:`model_device` - where a model's parameters live;
 * :func:`uniform` - per-sample draws in [low, high) from a generator, for augmenters;
@@ -27,6 +29,7 @@ from itertools import chain, islice
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import prune
 
 from .params import Param
 
@@ -90,6 +93,23 @@ def effective_weight(layer: nn.Module) -> Tensor:
     if hasattr(layer, "weight_orig"):
         return (layer_tensor(layer, "weight_orig") * layer_tensor(layer, "weight_mask")).detach()
     return layer_tensor(layer).detach()
+
+
+def refresh_masked_weights(model: nn.Module) -> None:
+    """Recompute ``weight = weight_orig * weight_mask`` of pruned layers, outside autograd.
+
+    ``torch.nn.utils.prune`` recomputes the masked tensor only in a forward pre-hook, so after an
+    optimiser step ``module.weight`` is one step stale until the next forward; scorers and
+    metrics that read it between epochs must see the current values. And a ``weight`` computed
+    with autograd on (by ``prune.custom_from_mask``, or left over from a training forward) is a
+    non-leaf tensor, which ``copy.deepcopy`` of the model refuses; recomputed here it is a plain
+    tensor. Every pruner call ends with this (:class:`~pruneplug.Pruner`).
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, prune.BasePruningMethod):
+                    hook(module, ())
 
 
 @contextmanager

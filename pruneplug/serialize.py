@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .engine import refresh_masked_weights
+from .plumbing import refresh_masked_weights
 
 FORMAT = "pruneplug.model"
 VERSION = 1

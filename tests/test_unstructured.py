@@ -1,5 +1,7 @@
 """The unstructured pruner: exact rate/threshold semantics, local vs global, PyTorch masks."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -7,6 +9,7 @@ from torch.nn.utils import prune
 
 import pruneplug
 from pruneplug import Scores
+from pruneplug.plumbing import refresh_masked_weights
 
 
 def two_layers() -> nn.Sequential:
@@ -71,3 +74,18 @@ def test_per_unit_scores_alone_are_refused():
     model = two_layers()
     with pytest.raises(ValueError, match="needs per-weight scores"):
         pruneplug.get_pruner("unstructured")(model, Scores(unit={"0": torch.ones(2)}), amount=0.5)
+
+
+def test_a_pruned_model_can_be_copied():
+    # prune.custom_from_mask computes `weight` with autograd on: a non-leaf tensor, which
+    # copy.deepcopy refuses; the pruner's call recomputes it outside autograd
+    model = two_layers()
+    pruneplug.get_pruner("unstructured")(model, magnitude(model), amount=0.5)
+    assert model[0].weight.is_leaf
+    copied = copy.deepcopy(model)
+    assert copied[0].weight.equal(model[0].weight) and prune.is_pruned(copied)
+    model(torch.rand(3, model[0].in_features)).sum()  # a forward with autograd on ...
+    with pytest.raises(RuntimeError, match="deepcopy"):
+        copy.deepcopy(model)  # ... makes `weight` non-leaf again (PyTorch's behaviour)
+    refresh_masked_weights(model)
+    assert copy.deepcopy(model)[0].weight.equal(model[0].weight)

@@ -9,6 +9,7 @@ from typing import ClassVar
 from torch import nn
 
 from ..params import plain
+from ..plumbing import refresh_masked_weights
 from .base import Plugin
 from .scorers import Scores
 
@@ -83,7 +84,10 @@ class Pruner(Plugin):
                 f"{type(scores).__name__}: scores = pruneplug.get_scorer('magnitude')(model)"
             )
         scores.check(model)
-        return self.prune(model, scores, amount=amount, threshold=threshold)
+        pruned = self.prune(model, scores, amount=amount, threshold=threshold)
+        if isinstance(pruned, nn.Module):  # the kit reports a pruner that returns anything else
+            refresh_masked_weights(pruned)  # masked weights as plain tensors: deepcopy works
+        return pruned
 
     def prune(
         self,

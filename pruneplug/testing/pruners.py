@@ -117,6 +117,8 @@ def _prune(
         check.fail("inputs_untouched", f"{what} changed the scores in place")
     if not isinstance(out, nn.Module):
         check.fail("runs", f"{what} returned {type(out).__name__}, not an nn.Module")
+    # schedules, deploy and serialize copy pruned models: a non-leaf tensor attribute breaks that
+    check.call("runs", f"copy.deepcopy of the model after {what}", copy.deepcopy, out)
     rule = "structured.consistent" if pruner.structured else "runs"
     got = check.call(rule, f"the forward pass after {what}", _eval_forward, out, x)
     if got.shape != expected:
