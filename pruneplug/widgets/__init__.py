@@ -14,12 +14,13 @@
 The explorers: :class:`PruningExplorer` (scorer, pruner, amount -> accuracy, MACs, sparsity per
 layer, weights or masks), :class:`RankingExplorer` (do two scorers rank weights alike?),
 :class:`SensitivityViewer` (accuracy against the amount, one layer at a time),
-:class:`TrainingCurves` (train on every change and overlay the curves) and
-:class:`AugmentationGallery` (augmented samples).
+:class:`TrainingCurves` (train on every change and overlay the curves),
+:class:`AugmentationGallery` (augmented samples) and :class:`ResultsExplorer` (a sweep's
+results: filter by axis, metric against metric with error bars over seeds, Pareto front).
 
 The modules: :mod:`.controls` (controls, slider grids, :class:`PluginPicker`), :mod:`.explorer`
-(the :class:`Explorer` base and rendering), :mod:`.pruning`, :mod:`.training` and
-:mod:`.gallery` (the explorers). Every public name is importable from ``pruneplug.widgets``.
+(the :class:`Explorer` base and rendering), :mod:`.pruning`, :mod:`.training`, :mod:`.gallery`
+and :mod:`.results` (the explorers). Every public name is importable from ``pruneplug.widgets``.
 """
 
 from ..metrics import kendall, pruned_overlap, spearman
@@ -55,6 +56,7 @@ from .pruning import (
     first_input,
     removed_per_layer,
 )
+from .results import ResultsExplorer
 from .training import Run, TrainingCurves
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "PluginPicker",
     "PruningExplorer",
     "RankingExplorer",
+    "ResultsExplorer",
     "Run",
     "ScoreCache",
     "SensitivityViewer",
