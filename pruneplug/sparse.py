@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -57,6 +59,20 @@ _BUILD = {"csr": torch.sparse_csr_tensor, "bsr": torch.sparse_bsr_tensor}
 
 #: Data types of :func:`to_semi_structured` (NVIDIA's 2:4 kernels as PyTorch exposes them).
 SEMI_STRUCTURED_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@contextmanager
+def _beta_quiet() -> Iterator[None]:
+    """Without PyTorch's one-time "Sparse CSR/BSR tensor support is in beta" warning.
+
+    What this module builds from those tensors is tested here; the warning would otherwise land
+    in every notebook that converts a model, with a path that differs between machines.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Sparse (CSR|BSR) tensor support is in beta", category=UserWarning
+        )
+        yield
 
 
 class LeftDenseWarning(UserWarning):
@@ -158,7 +174,8 @@ class SparseLinear(nn.Module):
         self.layout = "csr" if weight.layout == torch.sparse_csr else "bsr"
         parts = (weight.crow_indices(), weight.col_indices(), weight.values())
         try:  # once here: the forward pass rebuilds the weight from the buffers unchecked
-            _BUILD[self.layout](*parts, weight.shape, check_invariants=True)
+            with _beta_quiet():
+                _BUILD[self.layout](*parts, weight.shape, check_invariants=True)
         except RuntimeError as error:
             raise ValueError(
                 f"the weight's indices are inconsistent ({str(error).splitlines()[0]}): build it "
@@ -199,7 +216,8 @@ class SparseLinear(nn.Module):
                 f"{block} x {block} blocks: give a blocksize that divides both dimensions, or "
                 "use layout='csr'"
             )
-        sparse = weight.to_sparse_csr() if block is None else weight.to_sparse_bsr(block)
+        with _beta_quiet():
+            sparse = weight.to_sparse_csr() if block is None else weight.to_sparse_bsr(block)
         index = torch.int32 if max(*weight.shape, sparse.values().numel()) < 2**31 else torch.int64
         sparse = _BUILD[layout](
             sparse.crow_indices().to(index),
@@ -218,13 +236,14 @@ class SparseLinear(nn.Module):
     @property
     def weight(self) -> Tensor:
         """The ``out x in`` weight as a sparse CSR or BSR tensor (sharing the buffers)."""
-        return _BUILD[self.layout](
-            self.crow_indices,
-            self.col_indices,
-            self.values,
-            (self.out_features, self.in_features),
-            check_invariants=False,  # checked in __init__
-        )
+        with _beta_quiet():
+            return _BUILD[self.layout](
+                self.crow_indices,
+                self.col_indices,
+                self.values,
+                (self.out_features, self.in_features),
+                check_invariants=False,  # checked in __init__
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         """``x @ weight.T + bias`` over the last dimension of ``x``, as ``nn.Linear``."""

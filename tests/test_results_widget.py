@@ -14,9 +14,9 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from pruneplug.sweep import Results, Sweep, run
+from pruneplug.sweep import Results, Sweep, run, spread, t_quantile
 from pruneplug.widgets import ResultsExplorer
-from pruneplug.widgets.results import pareto_front, spread, t_quantile
+from pruneplug.widgets.results import pareto_front
 
 #: accuracy of each (scorer, amount) for seeds 0, 1, 2 - made up, so every number is known
 ACCURACY = {

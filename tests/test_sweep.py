@@ -185,6 +185,7 @@ def test_inprocess_and_pool_give_the_same_table(tmp_path: Path) -> None:
         "metric": "score",
         "mean": 4.5,
         "std": pytest.approx(3 / 2**0.5),
+        "ci95": pytest.approx(12.706 * (3 / 2**0.5) / 2**0.5, rel=1e-4),  # t_0.975,1 = 12.706
         "n": 2,
     }
     assert [row["x"] for row in summary] == [1, 2, 3]  # failed trials are left out

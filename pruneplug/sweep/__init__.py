@@ -10,12 +10,13 @@ a rerun skips what is done, an interrupted one resumes. See ``pruneplug sweep --
 * :mod:`.spec` - :class:`Sweep`, expansion, :func:`config_hash`;
 * :mod:`.standard` - the built-in trial (``trial="standard"``);
 * :mod:`.runner` - :func:`run` and the backends; :mod:`.store` - the results file;
-* :mod:`.results` - :class:`Results`, ``to_rows()`` and ``summary()``;
+* :mod:`.results` - :class:`Results`, ``to_rows()`` and ``summary()`` (mean, std and the
+  t-based 95 % interval of :func:`spread`);
 * :mod:`.cli` - ``pruneplug sweep``; :mod:`.bench` - trials/s of the backends.
 """
 
 from .bench import bench, toy_trial
-from .results import Results, format_table
+from .results import Results, Spread, format_table, spread, t_quantile
 from .runner import BACKENDS, run
 from .spec import Sweep, SweepConfigError, config_hash
 from .standard import standard_trial
@@ -25,6 +26,7 @@ __all__ = [
     "BACKENDS",
     "Results",
     "ResultsStore",
+    "Spread",
     "StoreWarning",
     "Sweep",
     "SweepConfigError",
@@ -32,6 +34,8 @@ __all__ = [
     "config_hash",
     "format_table",
     "run",
+    "spread",
     "standard_trial",
+    "t_quantile",
     "toy_trial",
 ]

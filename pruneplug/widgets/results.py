@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import base64
 import html
-import math
-import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as w
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..sweep.results import Results, format_table
+from ..sweep.results import Results, format_table, spread
 from ..sweep.spec import canonical_json
 from ..sweep.store import Record
 from .explorer import figure_png
@@ -41,42 +38,6 @@ ERRORS = {
 #: MACs, parameters, latency, loss, time - are better low)
 HIGHER_IS_BETTER = frozenset({"sparsity", "amount"})
 JSONScalar = str | int | float | bool | None
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Mean of a sample, its sample standard deviation and the half-width of its 95 % interval.
-
-    ``std`` and ``ci95`` are ``None`` for a sample of one (no spread can be estimated).
-    """
-
-    mean: float
-    std: float | None
-    ci95: float | None
-    n: int
-
-
-def t_quantile(df: int, level: float = 0.95) -> float:
-    """The two-sided Student's t quantile ``t_{(1 + level) / 2, df}`` (4.30 for df = 2)."""
-    from scipy.stats import t  # scipy comes with scikit-learn; imported when first needed
-
-    return float(t.ppf((1 + level) / 2, df))
-
-
-def spread(values: Sequence[float]) -> Spread:
-    """Mean, sample std ``s`` (divisor n - 1) and 95 % half-width ``t_{0.975, n-1} s / sqrt(n)``.
-
-    The t quantile, not 1.96: with three seeds the normal interval would be less than half as
-    wide as it should be (Student 1908).
-    """
-    if not values:
-        raise ValueError("spread() needs at least one value")
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n == 1:
-        return Spread(mean, None, None, 1)
-    std = statistics.stdev(values)
-    return Spread(mean, std, t_quantile(n - 1) * std / math.sqrt(n), n)
 
 
 def is_higher_better(name: str) -> bool:
