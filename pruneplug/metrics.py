@@ -12,7 +12,8 @@
 * **Agreement** of two scorers: :func:`spearman` and :func:`kendall` rank correlations, and
   :func:`pruned_overlap`, how much of what each would prune is the same.
 * **Latency** is the median wall time of repeated forward passes after a warm-up, under
-  ``torch.inference_mode``. It varies between runs and machines, so reports can leave it out.
+  ``torch.inference_mode``. It varies between runs and machines, so reports can leave it out;
+  :func:`interleaved_latency` times several models in turns, so that they compare fairly.
 
 **Devices.** Every metric runs where the model is and moves what it needs there: the example
 input and each batch of ``data`` go to the model's device (the model itself is never moved), and
@@ -111,6 +112,27 @@ def latency(model: nn.Module, example_input: Tensor, repeats: int = 20, warmup: 
             if i >= warmup:
                 times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_latency(
+    runs: dict[str, tuple[nn.Module, Tensor]], repeats: int = 20, warmup: int = 3
+) -> dict[str, float]:
+    """Median seconds per forward of each ``name -> (model, input)``, timing them in turns.
+
+    Every turn times each model once, right after an untimed run of it, so a load spike on a
+    shared machine hits all of them alike and no model pays for the caches the previous one
+    filled: the way to compare models, where :func:`latency` times one.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.inference_mode():
+        for step in range(warmup + repeats):
+            for name, (model, x) in runs.items():
+                model(x)
+                start = time.perf_counter()
+                model(x)
+                if step >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 _time_forward = latency  # ``summary`` and ``compare`` take a ``latency`` flag of the same name

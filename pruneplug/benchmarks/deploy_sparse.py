@@ -25,8 +25,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..metrics import interleaved_latency
 from ..sparse import Layout, SparseLinear, storage_bytes
-from .pruning_structured import interleaved_latency, table
+from .pruning_structured import table
 
 #: Block size of the BSR rows.
 BLOCK = 16

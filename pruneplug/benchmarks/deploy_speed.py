@@ -32,7 +32,8 @@ import pruneplug
 from pruneplug import metrics, models
 from pruneplug.deploy import deploy
 
-from .pruning_structured import GOALS, budget, interleaved_latency, table
+from ..metrics import interleaved_latency
+from .pruning_structured import GOALS, budget, table
 
 
 @dataclass(frozen=True)

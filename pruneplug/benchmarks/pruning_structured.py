@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import os
 import statistics
-import time
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +39,7 @@ from torch.nn import functional as F
 import pruneplug
 from pruneplug import data, engine, metrics, models, recovery
 from pruneplug.deploy import deploy
+from pruneplug.metrics import interleaved_latency
 
 #: Fractions of hidden neurons (P2) and of channels (P3) removed.
 P2_AMOUNTS = (0.5, 0.75, 0.9)
@@ -222,26 +222,6 @@ def p2(quick: bool) -> str:
 
 
 # --------------------------------------------------------------------------- P3: speed
-
-
-def interleaved_latency(
-    runs: dict[str, tuple[nn.Module, Tensor]], repeats: int, warmup: int
-) -> dict[str, float]:
-    """Median seconds per forward of each (model, input), timing the models in turn.
-
-    Each turn runs the model once untimed first, so no model pays for the caches the previous
-    one filled.
-    """
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    with torch.inference_mode():
-        for step in range(warmup + repeats):
-            for name, (model, x) in runs.items():
-                model(x)
-                start = time.perf_counter()
-                model(x)
-                if step >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def torch_pruning_cnn(dense: nn.Module, amount: float, x: Tensor) -> nn.Module:
