@@ -21,7 +21,7 @@ BENCHMARKS = {
     "augment": ("augment",),
     "widgets": ("widgets",),
     "sweep": ("sweep",),
-    "deploy": ("deploy_speed", "deploy_sparse"),
+    "deploy": ("deploy_speed", "deploy_quantize", "deploy_sparse"),
 }
 
 

@@ -27,6 +27,7 @@ def test_d1_sets_pruning_speed_up_beside_its_macs_reduction(capsys):
     ]
     for _, removed, dense_ms, reduction, speedup, ratio, goal, met, tp, deployed in rows:
         assert float(dense_ms) > 0 and float(tp[:-1]) > 0 and float(deployed[:-1]) > 0
-        assert float(ratio) == pytest.approx(float(speedup[:-1]) / float(reduction[:-1]), abs=0.01)
+        # the MACs reduction is printed to 0.1: the ratio agrees within that rounding
+        assert float(ratio) == pytest.approx(float(speedup[:-1]) / float(reduction[:-1]), rel=0.05)
         wanted = deploy_speed.GOALS[int(removed[:-1]) / 100]
         assert goal == f">= {wanted}" and met == ("yes" if float(ratio) >= wanted else "NO")

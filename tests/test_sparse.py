@@ -301,7 +301,7 @@ def test_quick_benchmark_table_has_every_format_sparsity_and_batch():
     run = deploy_sparse.grid(quick=True)
     text = deploy_sparse.sparse_table(quick=True)
     lines = text.splitlines()
-    assert lines[0].startswith("S1")
+    assert lines[0].startswith("D3")
     header = lines[1].split()
     assert header[-1] == "bytes" and header.count("batch") == len(run.batches)
     rows = [

@@ -1,8 +1,8 @@
-"""Sparse-execution benchmark (S1): when does a sparse Linear layer beat the dense one on CPU?
+"""D3 of ``pruneplug bench deploy``: when does a sparse Linear layer beat the dense one on CPU?
 
 A square float32 ``nn.Linear`` with a random N(0, 1) weight is pruned to each sparsity, then
 timed against the same layer run from a sparse format, at each batch size (median of
-interleaved repeats, as :func:`~pruneplug.benchmarks.pruning_structured.interleaved_latency`
+interleaved repeats, as :func:`~pruneplug.metrics.interleaved_latency`
 times them). Each cell is **dense time / sparse time**: above 1 the sparse layer wins. The last
 column is the weight's storage relative to the dense weight
 (:func:`pruneplug.sparse.storage_bytes`).
@@ -135,7 +135,7 @@ def sparse_table(quick: bool) -> str:
         f"{torch.get_num_threads()} thread(s); load average {load:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after (the machine is shared: timings are noisy under load)",
     ]
-    title = "S1  sparse vs dense Linear on CPU: speed ratio by batch size"
+    title = "D3  sparse vs dense Linear on CPU: speed ratio by batch size"
     return table(title, header, rows, notes)
 
 

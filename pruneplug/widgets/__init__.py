@@ -15,12 +15,15 @@ The explorers: :class:`PruningExplorer` (scorer, pruner, amount -> accuracy, MAC
 layer, weights or masks), :class:`RankingExplorer` (do two scorers rank weights alike?),
 :class:`SensitivityViewer` (accuracy against the amount, one layer at a time),
 :class:`TrainingCurves` (train on every change and overlay the curves),
-:class:`AugmentationGallery` (augmented samples) and :class:`ResultsExplorer` (a sweep's
-results: filter by axis, metric against metric with error bars over seeds, Pareto front).
+:class:`AugmentationGallery` (augmented samples), :class:`DeploymentExplorer` (prune, quantise,
+store sparse: size, latency and accuracy against the dense model deployed the same way) and
+:class:`ResultsExplorer` (a sweep's results: filter by axis, metric against metric with error
+bars over seeds, Pareto front).
 
 The modules: :mod:`.controls` (controls, slider grids, :class:`PluginPicker`), :mod:`.explorer`
-(the :class:`Explorer` base and rendering), :mod:`.pruning`, :mod:`.training`, :mod:`.gallery`
-and :mod:`.results` (the explorers). Every public name is importable from ``pruneplug.widgets``.
+(the :class:`Explorer` base and rendering), :mod:`.pruning`, :mod:`.training`, :mod:`.gallery`,
+:mod:`.deployment` and :mod:`.results` (the explorers). Every public name is importable from
+``pruneplug.widgets``.
 """
 
 from ..metrics import kendall, pruned_overlap, spearman
@@ -45,6 +48,7 @@ from .controls import (
     value_slider,
     values,
 )
+from .deployment import Deployment, DeploymentExplorer
 from .explorer import Explorer, figure_png, host, html_table
 from .gallery import AugmentationGallery
 from .pruning import (
@@ -66,6 +70,8 @@ __all__ = [
     "RANGE_JOIN",
     "TARGET_STEPS",
     "AugmentationGallery",
+    "Deployment",
+    "DeploymentExplorer",
     "Explorer",
     "PluginPicker",
     "PruningExplorer",
