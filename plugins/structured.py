@@ -21,11 +21,38 @@ groups and does the rest:
 * ``round_to`` :math:`r > 1` rounds each pruned group's kept width **up** to a multiple of
   :math:`r` (never above the original width): vector units like widths that are multiples of 8.
 
+Units that must go together are folded into one unit, scored by the mean of their channels'
+group scores:
+
+* **grouped convolutions** (RegNet, ResNeXt): a group touching a convolution with :math:`G > 1`
+  groups (not depthwise) loses the same positions in every group, so each group keeps the same
+  width (unit :math:`p` = channel :math:`p` of every group, as Torch-Pruning does);
+* **attention heads** (``nn.MultiheadAttention``: torchvision's ViT, ``nn.TransformerEncoder``
+  layers, batch-first or not): attention ties its heads to its input and output width,
+  ``embed_dim`` = ``num_heads`` x ``head_dim``, so the group of the residual stream (shared by
+  all layers of a transformer, with the patch embedding, norms, class token and positions)
+  loses **whole heads**: head :math:`h`'s ``head_dim`` channels go from the q, k and v
+  projections, the output projection and the stream, in every attention layer of the group;
+  ``num_heads`` falls, ``head_dim`` stays (Torch-Pruning's ``MultiheadAttentionPruner`` does
+  the cutting). ``amount`` is the **fraction of heads** each attention group loses,
+  :math:`\min(\mathrm{round}(a H), H - 1)` of :math:`H`, under either scope (a head's score is
+  not comparable with a channel's); a threshold removes every head scoring below it. The MLP
+  blocks' hidden units are ordinary groups. torchvision's ``VisionTransformer.hidden_dim`` and
+  its blocks' ``num_heads`` are updated to match.
+
+**Recurrent layers** (single-layer, unidirectional ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) lose
+hidden units from every gate block of ``weight_ih``, ``weight_hh`` (rows and columns) and both
+biases, and from every layer reading the output or the final state. A recurrent layer is not a
+prunable layer, so its hidden units are scored by the per-weight scores of the layers reading
+them (the sum of each unit's outgoing column); with unit scores only they stay. Multi-layer,
+bidirectional or projected ones are refused (build them from single-layer, unidirectional
+modules, or ``protect`` them: their inputs still shrink).
+
 Never pruned: units that are outputs of the model (the classifier's classes), units coupled to a
-layer named in ``protect`` (a module name protects every layer inside it), and groups that touch
-a grouped, non-depthwise convolution (their channels must shrink evenly per group; a warning
-names them). A protected layer keeps its output units; its inputs still shrink when the layer
-feeding it is pruned.
+layer named in ``protect`` (a module name protects every layer inside it), and a group that
+cannot be folded evenly (channels not divisible by the groups, attention modules of different
+head sizes; a warning names it). A protected layer keeps its output units; its inputs still
+shrink when the layer feeding it is pruned.
 
 Tracing needs one example input. ``example_shape`` gives the shape of one sample
 (``"3x32x32"``); when empty it is inferred from the first layer: ``(in_features,)`` for a
@@ -46,8 +73,9 @@ Molchanov et al., "Importance Estimation for Neural Network Pruning", CVPR 2019 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -111,17 +139,126 @@ def output_shapes(output: object) -> list[tuple[int, ...]]:
     return [tuple(t.shape) for t in tp.utils.flatten_as_list(output)]
 
 
+class RecurrentPruner(tp.pruner.function.BasePruningFunc):
+    """Torch-Pruning pruning functions for the hidden units of single-layer, unidirectional
+    ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` modules (Torch-Pruning's own LSTM function prunes
+    the wrong dimensions of ``weight_ih`` and ``bias_hh``, and it has none for GRU).
+
+    Hidden unit :math:`j` owns row :math:`j` of every gate block (4 for LSTM, 3 for GRU, 1 for
+    a plain RNN) of ``weight_ih``, ``weight_hh`` and both biases, and column :math:`j` of
+    ``weight_hh``. The input side removes columns of the first layer's ``weight_ih``.
+    """
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        assert isinstance(layer, nn.RNNBase)
+        gates = {"LSTM": 4, "GRU": 3}.get(layer.mode, 1)
+        width = layer.hidden_size
+        keep = torch.tensor(sorted(set(range(width)) - set(idxs)), dtype=torch.long)
+        rows = torch.cat([keep + gate * width for gate in range(gates)])
+        for name in layer._flat_weights_names:
+            old = getattr(layer, name)
+            new = old.detach()[rows.to(old.device)]
+            if name.startswith("weight_hh"):
+                new = new[:, keep.to(old.device)]
+            setattr(layer, name, nn.Parameter(new, requires_grad=old.requires_grad))
+        layer.hidden_size = len(keep)
+        return layer
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        assert isinstance(layer, nn.RNNBase)
+        keep = torch.tensor(sorted(set(range(layer.input_size)) - set(idxs)), dtype=torch.long)
+        for name in layer._flat_weights_names:
+            if name.startswith("weight_ih_l0"):  # the first layer, both directions
+                old = getattr(layer, name)
+                new = old.detach()[:, keep.to(old.device)]
+                setattr(layer, name, nn.Parameter(new, requires_grad=old.requires_grad))
+        layer.input_size = len(keep)
+        return layer
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        assert isinstance(layer, nn.RNNBase)
+        return layer.hidden_size
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        assert isinstance(layer, nn.RNNBase)
+        return layer.input_size
+
+
+RECURRENT = RecurrentPruner()
+RECURRENT_TYPES = (nn.LSTM, nn.GRU, nn.RNN)
+
+
+def unsupported_recurrence(module: nn.Module) -> str | None:
+    """Why the structured pruner cannot remove ``module``'s hidden units, or ``None``."""
+    if not isinstance(module, nn.RNNBase):
+        return None
+    if module.num_layers > 1:
+        return f"has {module.num_layers} layers"
+    if module.bidirectional:
+        return "is bidirectional"
+    if getattr(module, "proj_size", 0):
+        return "has a projection (proj_size)"
+    return None
+
+
+def as_one_op(module: nn.Module, args: tuple, output: object) -> object:
+    """A tracing-only forward hook: show a recurrent layer to the graph as one operation.
+
+    Autograd inside an RNN depends on the backend (a fused kernel for LSTM on one CPU, gate
+    by gate for GRU), and Torch-Pruning would read the gate splits as channel couplings.
+    During tracing the output is replaced by the same values joined to the input by
+    element-wise ops only, and the final hidden state by the same values joined to the output,
+    so the graph couples input channels -> the layer -> hidden units and nothing else. (The
+    hidden state of a layer whose units cannot be pruned is left out of the graph.)
+    """
+    assert isinstance(module, nn.RNNBase)
+    inputs, (out, hidden) = args[0], output
+    if isinstance(inputs, nn.utils.rnn.PackedSequence):
+        data = out.data.detach() + 0 * inputs.data.sum(-1, keepdim=True)
+        out, summary = out._replace(data=data), data.sum(0)  # (H,) broadcasts to the state
+    else:
+        out = out.detach() + 0 * inputs.sum(-1, keepdim=True)
+        time = 1 if module.batch_first and inputs.dim() == 3 else 0
+        summary = out.sum(time).unsqueeze(0)  # (1, N, H) or (1, H) like the hidden state
+
+    def joined(state: Tensor) -> Tensor:
+        if unsupported_recurrence(module):  # its hidden units stay: their readers, too
+            return state.detach()
+        return state.detach() + 0 * summary
+
+    hidden = tuple(joined(h) for h in hidden) if isinstance(hidden, tuple) else joined(hidden)
+    return out, hidden
+
+
 def trace(model: nn.Module, x: Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model`` on input ``x`` (a clear error if it fails)."""
+    """Torch-Pruning's dependency graph of ``model`` on input ``x`` (a clear error if it fails).
+
+    Recurrent layers are traced as single operations (:func:`as_one_op`) with
+    :class:`RecurrentPruner` as their pruning functions.
+    """
+    hooks = [m.register_forward_hook(as_one_op) for m in model.modules() if is_recurrent(m)]
     try:
         with torch.enable_grad():  # the graph is read from autograd, even under torch.no_grad
-            return tp.DependencyGraph().build_dependency(model, x, verbose=False)
+            return tp.DependencyGraph().build_dependency(
+                model,
+                x,
+                verbose=False,
+                customized_pruners={cls: RECURRENT for cls in RECURRENT_TYPES},
+            )
     except Exception as error:
         raise ValueError(
             f"Torch-Pruning could not trace {type(model).__name__} "
             f"({type(error).__name__}: {error}): the structured pruner needs a forward "
             "pass that autograd can follow; prune the sub-module that can be traced"
         ) from error
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def is_recurrent(module: nn.Module) -> bool:
+    """An ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN``."""
+    return isinstance(module, RECURRENT_TYPES)
 
 
 def check_outputs(model: nn.Module, x: Tensor, expected: list[tuple[int, ...]]) -> None:
@@ -142,12 +279,20 @@ def check_outputs(model: nn.Module, x: Tensor, expected: list[tuple[int, ...]]) 
 
 @dataclass
 class ChannelGroup:
-    """Coupled units that are removed together: the group's root layer and its unit scores."""
+    """Coupled units that are removed together: the group's root layer and its unit scores.
+
+    A *unit* is what the pruner keeps or removes as one: a channel of the root, or, in a group
+    that must shrink evenly, a fold of channels (``channels[u]`` holds the root channels of
+    unit ``u``): one position in every group of a grouped convolution, or the ``head_dim``
+    channels of one attention head.
+    """
 
     root: nn.Module
     handler: Callable  # the Torch-Pruning function that prunes the root's output units
     layers: list[str]  # names of the scored layers whose output units the group holds
-    scores: Tensor  # one reduced score per unit of the root
+    scores: Tensor  # one reduced score per unit
+    channels: Tensor  # units x channels-per-unit: the root channels of each unit
+    attention: list[nn.MultiheadAttention]  # attention modules whose heads the units are
 
 
 def is_grouped_conv(module: object) -> bool:
@@ -159,46 +304,136 @@ def is_grouped_conv(module: object) -> bool:
     )
 
 
+def unit_channels(group: tp.Group, width: int) -> tuple[Tensor, list[nn.MultiheadAttention]] | str:
+    """The root channels of each unit of ``group`` and its attention modules (or why not).
+
+    Plain groups have one channel per unit. A group touching a grouped convolution with
+    :math:`G` groups has ``width / G`` units, unit :math:`p` being channel :math:`p` of every
+    group (so each group loses the same positions and the convolution's weight stays
+    rectangular, as Torch-Pruning does). A group touching ``nn.MultiheadAttention`` has one
+    unit per head: the head's ``head_dim`` channels, which must be the same in every attention
+    module of the group (a residual stream shared by all layers of a transformer is).
+    """
+    folds = {m.groups for m in (item.dep.target.module for item in group) if is_grouped_conv(m)}
+    attention = [
+        item for item in group if isinstance(item.dep.target.module, nn.MultiheadAttention)
+    ]
+    if folds and attention:
+        return "it couples grouped convolutions with attention heads"
+    if folds:
+        fold = max(folds)
+        if any(f and fold % f for f in folds) or width % fold:
+            return f"its {width} channels do not split evenly into groups of {sorted(folds)}"
+        return torch.arange(width).view(fold, width // fold).T, []
+    if not attention:
+        return torch.arange(width).view(width, 1), []
+    modules = list(dict.fromkeys(item.dep.target.module for item in attention))
+    shapes = {(m.num_heads, m.head_dim) for m in modules}
+    if len(shapes) > 1 or any(not m._qkv_same_embed_dim for m in modules):
+        return "its attention modules differ in heads or have separate key/value widths"
+    heads, head_dim = shapes.pop()
+    head_of = torch.full((width,), -1)
+    for item in attention:
+        idxs = torch.tensor(item.idxs)
+        own = torch.full((width,), -1)
+        own[torch.tensor(item.root_idxs)] = idxs // head_dim
+        if (head_of >= 0).any() and not own.equal(head_of):
+            return "its attention modules see the channels in different orders"
+        head_of = own
+    channels = [(head_of == h).nonzero().flatten() for h in range(heads)]
+    if any(len(c) != head_dim for c in channels):
+        return "its channels do not map onto whole attention heads"
+    return torch.stack(channels), modules
+
+
+def reader_columns(
+    graph: tp.DependencyGraph,
+    group: tp.Group,
+    names: dict[nn.Module, str],
+    weights: dict[str, Tensor],
+) -> list[tuple[str, Tensor, list[int], list[int]]]:
+    """Scores of a recurrent layer's hidden units from the layers that read them.
+
+    A recurrent layer is not a prunable layer, so no scorer scores its hidden units; the
+    per-weight scores of the Linear (or ungrouped Conv) layers reading them do: hidden unit
+    :math:`j` scores the sum of the scores of its outgoing weights (column :math:`j`).
+    Returned like the scored pieces of a group: (reader name, its column sums, the group's
+    indices into them, the matching root indices).
+    """
+    pieces = []
+    for item in group:
+        module, name = item.dep.target.module, names.get(item.dep.target.module)
+        if (
+            graph.is_in_channel_pruning_fn(item.dep.handler)
+            and name in weights
+            and getattr(module, "groups", 1) == 1
+            and None not in item.root_idxs
+        ):
+            pieces.append((name, weights[name], item.idxs, item.root_idxs))
+    return pieces
+
+
 def channel_groups(
     graph: tp.DependencyGraph,
     names: dict[nn.Module, str],
     units: dict[str, Tensor],
+    weights: dict[str, Tensor],
     protected: set[str],
     reduction: str,
 ) -> list[ChannelGroup]:
     """The groups this pruner may prune, each with one reduced score per unit.
 
-    ``names`` maps the traced model's modules to their qualified names.
+    ``names`` maps the traced model's modules to their qualified names; ``units`` holds the
+    per-unit scores, ``weights`` the column sums of per-weight scores (one per input feature
+    or channel), which score the hidden units of recurrent layers.
     """
-    found, grouped = [], []
-    for group in graph.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)):
+    found, uneven = [], []
+    roots = (nn.modules.conv._ConvNd, nn.Linear, *RECURRENT_TYPES)
+    for group in graph.get_all_groups(root_module_types=roots):
         outputs = [item for item in group if graph.is_out_channel_pruning_fn(item.dep.handler)]
         if any(not item.dep.target.outputs for item in outputs):
             continue  # these units are outputs of the model
         if any(names.get(item.dep.target.module) in protected for item in outputs):
             continue
-        if any(is_grouped_conv(item.dep.target.module) for item in group):
-            grouped.append(names[group[0].dep.target.module])
-            continue
         root = group[0].dep.target.module
+        why = unsupported_recurrence(root)
+        if why:
+            raise ValueError(
+                f"{type(root).__name__} {names[root]!r} {why}: the structured pruner removes "
+                "hidden units of single-layer, unidirectional LSTM, GRU and RNN modules: build "
+                "it from single-layer, unidirectional modules, or keep its hidden units "
+                f"(protect='{names[root]}')"
+            )
         width = graph.get_out_channels(root)
-        pieces = [  # root_idxs holds None where Torch-Pruning cannot map a unit to the root
-            (names[item.dep.target.module], item.idxs, item.root_idxs)
-            for item in outputs
-            if names.get(item.dep.target.module) in units and None not in item.root_idxs
-        ]
+        if is_recurrent(root):
+            pieces = reader_columns(graph, group, names, weights)
+        else:
+            pieces = [  # root_idxs holds None where Torch-Pruning cannot map a unit to the root
+                (name, units[name], item.idxs, item.root_idxs)
+                for item in outputs
+                if (name := names.get(item.dep.target.module)) in units
+                and None not in item.root_idxs
+            ]
         if not pieces:
             continue  # no scored layer in the group: left alone
+        folded = unit_channels(group, width)
+        if isinstance(folded, str):
+            uneven.append(f"{names[root]} ({folded})")
+            continue
+        channels, attention = folded
         stacked = torch.full((len(pieces), width), torch.nan)
-        for row, (name, idxs, root_idxs) in enumerate(pieces):
-            stacked[row, root_idxs] = units[name][idxs].float().cpu()
+        for row, (_, values, idxs, root_idxs) in enumerate(pieces):
+            stacked[row, root_idxs] = values[idxs].float().cpu()
+        stacked = stacked[:, channels.flatten()].view(len(pieces), *channels.shape)
+        # each layer's score of a unit is the mean over the unit's channels
+        stacked = stacked.nanmean(2)
         reduce = {"mean": torch.nanmean, "sum": torch.nansum}.get(reduction)
         scores = reduce(stacked, 0) if reduce else stacked.nan_to_num(nan=-torch.inf).amax(0)
-        found.append(ChannelGroup(root, group[0].dep.handler, [p[0] for p in pieces], scores))
-    if grouped:
+        layers = [p[0] for p in pieces]
+        found.append(ChannelGroup(root, group[0].dep.handler, layers, scores, channels, attention))
+    if uneven:
         warnings.warn(
-            "the structured pruner leaves alone the channels coupled to grouped convolutions "
-            f"(groups rooted at {', '.join(grouped)}): they must shrink evenly per group",
+            f"the structured pruner leaves alone the groups rooted at {'; '.join(uneven)}",
             stacklevel=3,
         )
     return found
@@ -219,7 +454,13 @@ def units_to_remove(
     scope: str,
     round_to: int,
 ) -> list[Tensor]:
-    """Indices of the units each group loses (lowest scores first; ties by position)."""
+    r"""Indices of the root channels each group loses (lowest unit scores first; ties by
+    position).
+
+    Attention groups lose a fraction of their heads under either scope (a head's score is not
+    comparable with a channel's). ``round_to`` applies to channels: a group of units of
+    :math:`s` channels keeps a multiple of :math:`r / \gcd(r, s)` units.
+    """
     if not groups:
         return []
     if threshold is not None:
@@ -233,20 +474,56 @@ def units_to_remove(
                     f"{group.scores.max().item():.4g}): lower the threshold"
                 )
             counts.append(below)
-    elif scope == "local":
-        counts = [min(round(amount * len(g.scores)), len(g.scores) - 1) for g in groups]
     else:
-        flat = torch.cat([g.scores for g in groups])
-        order = flat.argsort(stable=True)[: round(amount * len(flat))]
-        owner = torch.repeat_interleave(torch.tensor([len(g.scores) for g in groups]))
-        hits = torch.bincount(owner[order], minlength=len(groups)).tolist()
-        counts = [min(hit, len(g.scores) - 1) for hit, g in zip(hits, groups, strict=True)]
+        assert amount is not None  # the core checks that one of amount and threshold is given
+        counts = [min(round(amount * len(g.scores)), len(g.scores) - 1) for g in groups]
+        ranked = [i for i, g in enumerate(groups) if not g.attention]
+        if scope == "global" and ranked:
+            flat = torch.cat([groups[i].scores for i in ranked])
+            order = flat.argsort(stable=True)[: round(amount * len(flat))]
+            owner = torch.repeat_interleave(torch.tensor([len(groups[i].scores) for i in ranked]))
+            hits = torch.bincount(owner[order], minlength=len(ranked)).tolist()
+            for i, hit in zip(ranked, hits, strict=True):
+                counts[i] = min(hit, len(groups[i].scores) - 1)
     removals = []
     for group, count in zip(groups, counts, strict=True):
         width = len(group.scores)
-        removed = width - kept_width(width, count, round_to)
-        removals.append(group.scores.argsort(stable=True)[:removed].sort().values)
+        step = round_to // math.gcd(round_to, group.channels.shape[1])
+        removed = width - kept_width(width, count, step)
+        lowest = group.scores.argsort(stable=True)[:removed]
+        removals.append(group.channels[lowest].flatten().sort().values)
     return removals
+
+
+def cut(graph: tp.DependencyGraph, group: ChannelGroup, idxs: Tensor) -> None:
+    """Remove root channels ``idxs`` from ``group``; attention modules keep their head size.
+
+    Torch-Pruning's ``MultiheadAttentionPruner`` shrinks ``embed_dim`` and divides it by the
+    old number of heads; here whole heads go, so ``num_heads`` falls and ``head_dim`` stays.
+    """
+    head_dims = [m.head_dim for m in group.attention]
+    for module in group.attention:
+        module.num_heads = 1  # its check wants the new embed_dim divisible by num_heads
+    graph.get_pruning_group(group.root, group.handler, idxs.tolist()).prune()
+    for module, head_dim in zip(group.attention, head_dims, strict=True):
+        module.num_heads, module.head_dim = module.embed_dim // head_dim, head_dim
+
+
+def sync_widths(model: nn.Module) -> None:
+    """Update the width attributes that forward passes read besides the layers' own.
+
+    torchvision's ``VisionTransformer`` reshapes its patch embedding by ``hidden_dim`` and its
+    encoder blocks record ``num_heads``.
+    """
+    for module in model.modules():
+        conv_proj = getattr(module, "conv_proj", None)
+        if isinstance(conv_proj, nn.Conv2d) and isinstance(
+            getattr(module, "hidden_dim", None), int
+        ):
+            module.hidden_dim = conv_proj.out_channels
+        attention = getattr(module, "self_attention", None)
+        if isinstance(attention, nn.MultiheadAttention) and hasattr(module, "num_heads"):
+            module.num_heads = attention.num_heads
 
 
 class Structured(Pruner):
@@ -339,13 +616,17 @@ class Structured(Pruner):
                 "(torch.no_grad, .detach() or a non-torch op in forward, or an unused layer); "
                 "protect it (protect='name') or drop its scores"
             )
-        groups = channel_groups(graph, names, units, protected, self.config["reduction"])
+        columns = {  # per input feature: the sum of the scores of the weights reading it
+            name: w.transpose(0, 1).flatten(1).sum(1) for name, w in scores.weight.items()
+        }
+        groups = channel_groups(graph, names, units, columns, protected, self.config["reduction"])
         removals = units_to_remove(
             groups, amount, threshold, self.config["scope"], self.config["round_to"]
         )
         for group, idxs in zip(groups, removals, strict=True):
             if len(idxs):
-                graph.get_pruning_group(group.root, group.handler, idxs.tolist()).prune()
+                cut(graph, group, idxs)
+        sync_widths(pruned)
         check_outputs(pruned, x, expected)
         for name, module in pruned.named_modules():
             module.train(modes[name])

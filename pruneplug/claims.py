@@ -46,7 +46,12 @@ def _number(name: str, value: object) -> float:
 
 
 def _format(measured: Measured) -> str:
-    return ", ".join(f"{name} = {value:.4g}" for name, value in measured.items())
+    """``name = value, ...``: numbers to 4 significant digits, anything else as its repr (the
+    evidence of a failed claim must never itself fail to print)."""
+    return ", ".join(
+        f"{name} = {value:.4g}" if isinstance(value, numbers.Real) else f"{name} = {value!r}"
+        for name, value in measured.items()
+    )
 
 
 def check(claim: str, holds: bool, measured: Measured | None = None, expected: str = "") -> None:

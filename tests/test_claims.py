@@ -48,3 +48,8 @@ def test_nan_and_non_numbers_are_refused():
         claims.check("  ", True)
     with pytest.raises(ValueError, match="swap them"):
         claims.between("order", 0.5, 0.6, 0.4)
+
+
+def test_evidence_that_is_not_a_number_still_prints():
+    with pytest.raises(claims.ClaimError, match=r"measured S = \{'50 %': 2.1\}, R = 2.85"):
+        claims.check("S < R", False, {"S": {"50 %": 2.1}, "R": 2.85})  # type: ignore[dict-item]

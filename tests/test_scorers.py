@@ -9,8 +9,10 @@ import torch
 from pruneplug_plugins.ablation import Ablation
 from pruneplug_plugins.bn_scale import BNScale, batchnorm_after
 from pruneplug_plugins.gradient import Gradient, Hessian, Taylor
+from pruneplug_plugins.head_importance import HeadImportance
 from pruneplug_plugins.lamp import LAMP, lamp_scores
 from pruneplug_plugins.random_importance import RandomImportance
+from pruneplug_plugins.wanda import Wanda
 from torch import nn
 from torch.nn.utils import prune
 
@@ -19,8 +21,18 @@ from pruneplug import Scores
 from pruneplug.registry import Registry
 from pruneplug.testing import tiny_cnn
 
-OURS = ("random", "gradient", "taylor", "hessian", "ablation", "bn_scale", "lamp")
-DATA_SCORERS = (Gradient, Taylor, Hessian, Ablation)
+OURS = (
+    "random",
+    "gradient",
+    "taylor",
+    "hessian",
+    "ablation",
+    "bn_scale",
+    "lamp",
+    "wanda",
+    "head_importance",
+)
+DATA_SCORERS = (Gradient, Taylor, Hessian, Ablation, Wanda, HeadImportance)
 
 
 def sigmoid(x: float) -> float:

@@ -170,13 +170,12 @@ def test_concatenated_layers_shrink_the_reader_consistently():
     )
 
 
-def test_grouped_convolutions_are_left_alone_with_a_warning():
+def test_grouped_convolutions_shrink_evenly_per_group():
     model = nn.Sequential(
         nn.Conv2d(2, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=4), nn.Flatten(), nn.Linear(288, 3)
     )
-    with pytest.warns(UserWarning, match="grouped convolutions"):
-        pruned = structured(example_shape="2x8x8")(model, ranked(model), amount=0.5)
-    assert widths(pruned) == [8, 8, 3]
+    pruned = structured(example_shape="2x8x8")(model, ranked(model), amount=0.5)
+    assert widths(pruned) == [4, 4, 3] and pruned[2].groups == 4
 
 
 # --------------------------------------------------------------------------- real models
