@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .registry import KINDS, Entry, Registry, UnknownPluginError, get_registry
@@ -148,9 +150,36 @@ def cmd_course(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
+#: ``pruneplug bench`` options beyond ``--quick``, passed to ``run`` of benchmarks that take them.
+BENCH_OPTIONS = ("device", "size", "batch")
+
+
+def bench_runs(name: str) -> list[Callable[..., None]]:
+    """The ``run`` functions of benchmark ``name``'s modules."""
+    modules = (importlib.import_module(f"pruneplug.benchmarks.{m}") for m in BENCHMARKS[name])
+    return [module.run for module in modules]
+
+
+def bench_options(name: str) -> set[str]:
+    """The options of :data:`BENCH_OPTIONS` that every module of benchmark ``name`` takes."""
+    taken = [set(inspect.signature(run).parameters) for run in bench_runs(name)]
+    return set(BENCH_OPTIONS).intersection(*taken)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    for module in BENCHMARKS[args.name]:
-        importlib.import_module(f"pruneplug.benchmarks.{module}").run(quick=args.quick)
+    options = {name: getattr(args, name) for name in BENCH_OPTIONS if getattr(args, name)}
+    unknown = set(options) - bench_options(args.name)
+    if unknown:  # refused before anything runs, naming the benchmarks that take the options
+        takers = [name for name in BENCHMARKS if unknown <= bench_options(name)]
+        flags = ", ".join(f"--{option}" for option in sorted(unknown))
+        print(
+            f"pruneplug bench {args.name} does not take {flags}; "
+            f"{', '.join(takers) or 'no benchmark'} does",
+            file=sys.stderr,
+        )
+        return 2
+    for run in bench_runs(args.name):
+        run(quick=args.quick, **options)
     return 0
 
 
@@ -188,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument("name", choices=list(BENCHMARKS))
     bench.add_argument("--quick", action="store_true", help="a tiny run (for tests)")
+    bench.add_argument("--device", help="where to run, e.g. cuda (augment; default cpu)")
+    bench.add_argument("--size", type=int, help="image height and width (augment; default 32)")
+    bench.add_argument("--batch", type=int, help="images per batch (augment; default 256)")
     bench.set_defaults(func=cmd_bench)
 
     add_sweep_parser(sub)

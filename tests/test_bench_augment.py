@@ -1,5 +1,6 @@
 """`pruneplug bench augment --quick`: runs every row and prints the table and the verdicts."""
 
+import pytest
 import torch
 
 from pruneplug.benchmarks import augment
@@ -23,7 +24,7 @@ def test_table_ratios_verdicts_and_missing_anchors():
         "pruneplug": [30.0, 20.0, 25.0],
         "torchvision v2 whole batch": [25.0, 25.0, 25.0],
     }
-    text = augment.table(rates, {"kornia": "kornia (pip install pruneplug[bench])"})
+    text = augment.table(rates, {"kornia": "not installed: kornia (pip install pruneplug[bench])"})
     lines = {line.split("  ")[0].strip(): line for line in text.splitlines()}
     assert "25" in lines["pruneplug"] and "20-30" in lines["pruneplug"]
     assert "not installed: kornia" in text
@@ -34,5 +35,42 @@ def test_table_ratios_verdicts_and_missing_anchors():
 def test_every_pipeline_keeps_the_batch_shape():
     images = torch.rand(4, 3, 32, 32)
     for name, (factory, _) in augment.ROWS.items():
-        out = factory()(images)
+        out = factory(32, "cpu")(images)
         assert out.shape == images.shape and out.dtype == images.dtype, name
+
+
+def test_size_batch_and_the_roofline_column(capsys):
+    assert main(["bench", "augment", "--quick", "--size", "16", "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "batch 8 x 3 x 16 x 16" in out and "copy bandwidth" in out and "% copy bw" in out
+    row = next(line for line in out.splitlines() if line.startswith("pruneplug "))
+    rate, roof = float(row.split()[2]), float(row.split()[6])
+    bandwidth = float(out.split("copy bandwidth ")[1].split(" GB/s")[0]) * 1e9
+    # the row's traffic (one read, one write of 3 x 16 x 16 float32 per image) over the copy's
+    assert roof == pytest.approx(100 * rate * 2 * 4 * 3 * 16 * 16 / bandwidth, rel=0.05, abs=0.01)
+
+
+def test_roofline_is_traffic_over_copy_bandwidth():
+    text = augment.table({"pruneplug": [1000.0]}, {}, bytes_per_image=1_000, bandwidth=4e6)
+    assert "50.00" in text  # 1000 img/s x 2 x 1000 bytes / 4 MB/s
+
+
+def test_options_a_benchmark_does_not_take_are_refused(capsys):
+    assert main(["bench", "widgets", "--quick", "--size", "64"]) == 2
+    assert "does not take --size; augment does" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="size=0"):
+        augment.run(quick=True, size=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_cuda_without_a_gpu_is_refused():
+    with pytest.raises(ValueError, match="no CUDA device here"):
+        augment.run(quick=True, device="cuda", size=8, batch=4)
+
+
+@pytest.mark.cuda
+def test_the_quick_benchmark_runs_on_a_gpu(capsys):
+    assert main(["bench", "augment", "--quick", "--device", "cuda", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert torch.cuda.get_device_name() in out and "albumentations" in out
+    assert "CPU only" in out  # albumentations is reported, not run

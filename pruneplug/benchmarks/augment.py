@@ -2,8 +2,8 @@
 
 The pipeline (issue 5): horizontal flip (p = 0.5), rotation within 15 degrees, random resized
 crop (area 0.8-1), colour jitter (0.2, 0.2, 0.2, 0.05) and a 3 x 3 Gaussian blur
-(sigma 0.1-2), on a batch of 256 x 3 x 32 x 32 float images, on CPU with 2 threads, in one
-process. Rows:
+(sigma 0.1-2), on a batch of 256 x 3 x 32 x 32 float images (``--batch``, ``--size``), on CPU
+with 2 threads or on a GPU (``--device cuda``), in one process. Rows:
 
 * pruneplug - :class:`~pruneplug.augment.Compose` of the built-ins, parameters per sample
   (the three geometric stages fuse into one resampling, the jitter is one colour map; its hue
@@ -21,8 +21,14 @@ machine hits all of them alike; the table gives the median and the range over re
 header the machine's load average (other processes competing for the 2 threads slow every
 row, the 2-thread libraries most).
 kornia and albumentations are optional (``pip install pruneplug[bench]``); a missing one is
-reported as such. Targets: at least 1.5 x kornia, and at least torchvision's single draw on the
-whole batch.
+reported as such; albumentations (NumPy) runs on the CPU only. Targets: at least 1.5 x kornia,
+and at least torchvision's single draw on the whole batch.
+
+**Roofline.** An augmentation reads each image and writes it once at least, so its speed is
+bounded by the memory bandwidth: the column "% copy bw" is the row's traffic, img/s x 2 x bytes
+per image, over the bandwidth of a plain copy (``dst.copy_(src)`` of a buffer of at least
+:data:`COPY_BYTES`, counted as one read and one write) measured in the same run on the same
+device. Far below 100 % means the time goes to launches, Python and arithmetic, not to memory.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from pruneplug.augment import Compose
 
 BATCH = (256, 3, 32, 32)
 THREADS = 2
+#: size of the buffer whose copy measures the memory bandwidth (past every CPU cache)
+COPY_BYTES = 256 * 2**20
 #: pipeline settings shared by every row
 DEGREES, SCALE, JITTER, SIGMA, KERNEL = 15.0, (0.8, 1.0), (0.2, 0.2, 0.2, 0.05), (0.1, 2.0), 3
 #: targets: ratio to kornia, ratio to torchvision v2 on the whole batch
@@ -57,7 +65,7 @@ class Budget:
     batch: int = BATCH[0]
 
 
-def pruneplug_pipeline(fuse: bool = True) -> Pipeline:
+def pruneplug_pipeline(size: int = BATCH[-1], device: str = "cpu", fuse: bool = True) -> Pipeline:
     from pruneplug_plugins.blur import GaussianBlur
     from pruneplug_plugins.colour import ColourJitter
     from pruneplug_plugins.geometric import HorizontalFlip, ResizedCrop, Rotation
@@ -73,24 +81,25 @@ def pruneplug_pipeline(fuse: bool = True) -> Pipeline:
         ],
         fuse=fuse,
     )
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device=device).manual_seed(0)  # parameters drawn where used
     return lambda x: pipeline(x, generator=generator)
 
 
-def kornia_pipeline() -> Pipeline:
+def kornia_pipeline(size: int = BATCH[-1], device: str = "cpu") -> Pipeline:
     import kornia.augmentation as K
 
-    size = BATCH[-2:]
     return K.AugmentationSequential(
         K.RandomHorizontalFlip(p=0.5),
         K.RandomRotation(DEGREES, p=1.0),
-        K.RandomResizedCrop(size, scale=SCALE, p=1.0),
+        K.RandomResizedCrop((size, size), scale=SCALE, p=1.0),
         K.ColorJitter(*JITTER, p=1.0),
         K.RandomGaussianBlur((KERNEL, KERNEL), SIGMA, p=1.0),
     )
 
 
-def albumentations_pipeline() -> Pipeline:
+def albumentations_pipeline(size: int = BATCH[-1], device: str = "cpu") -> Pipeline:
+    if torch.device(device).type != "cpu":
+        raise NotImplementedError("albumentations works on NumPy arrays: CPU only")
     import albumentations as A
     import numpy as np
 
@@ -98,7 +107,7 @@ def albumentations_pipeline() -> Pipeline:
         [
             A.HorizontalFlip(p=0.5),
             A.Rotate(limit=DEGREES, p=1.0),
-            A.RandomResizedCrop(BATCH[-2:], scale=SCALE, p=1.0),
+            A.RandomResizedCrop((size, size), scale=SCALE, p=1.0),
             A.ColorJitter(*JITTER, p=1.0),
             A.GaussianBlur(blur_limit=(KERNEL, KERNEL), sigma_limit=SIGMA, p=1.0),
         ]
@@ -112,33 +121,37 @@ def albumentations_pipeline() -> Pipeline:
     return run
 
 
-def _torchvision() -> Callable[[Tensor], Tensor]:
+def _torchvision(size: int) -> Callable[[Tensor], Tensor]:
     from torchvision.transforms import v2
 
     return v2.Compose(
         [
             v2.RandomHorizontalFlip(p=0.5),
             v2.RandomRotation(DEGREES),
-            v2.RandomResizedCrop(BATCH[-2:], scale=SCALE, antialias=True),
+            v2.RandomResizedCrop((size, size), scale=SCALE, antialias=True),
             v2.ColorJitter(*JITTER),
             v2.GaussianBlur(KERNEL, sigma=SIGMA),
         ]
     )
 
 
-def torchvision_per_sample() -> Pipeline:
-    transform = _torchvision()
+def torchvision_per_sample(size: int = BATCH[-1], device: str = "cpu") -> Pipeline:
+    transform = _torchvision(size)
     return lambda x: torch.stack([transform(image) for image in x])
 
 
-def torchvision_batch() -> Pipeline:
-    return _torchvision()
+def torchvision_batch(size: int = BATCH[-1], device: str = "cpu") -> Pipeline:
+    return _torchvision(size)
 
 
-#: row name -> (factory, note)
-ROWS: dict[str, tuple[Callable[[], Pipeline], str]] = {
+def pruneplug_unfused(size: int = BATCH[-1], device: str = "cpu") -> Pipeline:
+    return pruneplug_pipeline(size, device, fuse=False)
+
+
+#: row name -> (factory(size, device), note)
+ROWS: dict[str, tuple[Callable[[int, str], Pipeline], str]] = {
     "pruneplug": (pruneplug_pipeline, "per sample"),
-    "pruneplug unfused": (lambda: pruneplug_pipeline(fuse=False), "per sample"),
+    "pruneplug unfused": (pruneplug_unfused, "per sample"),
     "kornia": (kornia_pipeline, "per sample"),
     "albumentations": (albumentations_pipeline, "per sample (NumPy, one by one)"),
     "torchvision v2 per sample": (torchvision_per_sample, "per sample (one by one)"),
@@ -153,6 +166,12 @@ def _version(name: str) -> str:
         return "-"
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that wall time measures it (GPUs run async)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def measure(
     pipelines: dict[str, Pipeline], images: Tensor, budget: Budget
 ) -> dict[str, list[float]]:
@@ -163,22 +182,49 @@ def measure(
     rates: dict[str, list[float]] = {name: [] for name in pipelines}
     for _ in range(budget.repeats):
         for name, pipeline in pipelines.items():
+            _sync(images.device)
             start = time.perf_counter()
             pipeline(images)
+            _sync(images.device)
             rates[name].append(len(images) / (time.perf_counter() - start))
     return rates
 
 
-def table(rates: dict[str, list[float]], missing: dict[str, str]) -> str:
-    """The printed table: median and range of images/s, ratios to kornia and to tv batch."""
+def copy_bandwidth(device: torch.device, nbytes: int = COPY_BYTES, repeats: int = 5) -> float:
+    """Bytes per second of ``dst.copy_(src)`` on ``device``, counting one read and one write.
+
+    The best of ``repeats`` copies of an ``nbytes`` float32 buffer (after one untimed copy): the
+    bandwidth a pipeline that touches every byte once could at best reach.
+    """
+    src = torch.rand(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * src.element_size() / best
+
+
+def table(
+    rates: dict[str, list[float]],
+    missing: dict[str, str],
+    bytes_per_image: int = 4 * 3 * 32 * 32,
+    bandwidth: float | None = None,
+) -> str:
+    """The printed table: median and range of images/s, ratios to kornia and to tv batch, and
+    (given the copy ``bandwidth`` in bytes/s) the share of it each row's traffic reaches."""
     medians = {name: statistics.median(r) for name, r in rates.items()}
     lines = [
         f"{'library':28s} {'version':>12s} {'img/s':>8s} {'range':>15s} "
-        f"{'x kornia':>8s} {'x tv batch':>10s}  parameters"
+        f"{'x kornia':>8s} {'x tv batch':>10s} {'% copy bw':>9s}  parameters"
     ]
     for name, (_, note) in ROWS.items():
         if name in missing:
-            lines.append(f"{name:28s} {'-':>12s} {'-':>8s}  not installed: {missing[name]}")
+            lines.append(f"{name:28s} {'-':>12s} {'-':>8s}  not run: {missing[name]}")
             continue
         if name not in rates:
             continue
@@ -187,9 +233,10 @@ def table(rates: dict[str, list[float]], missing: dict[str, str]) -> str:
             f"{rate / medians[anchor]:.2f}" if anchor in medians else "-" for anchor in TARGETS
         ]
         spread = f"{min(rates[name]):.0f}-{max(rates[name]):.0f}"
+        roof = f"{100 * rate * 2 * bytes_per_image / bandwidth:.2f}" if bandwidth else "-"
         lines.append(
             f"{name:28s} {_version(name):>12s} {rate:8.0f} {spread:>15s} "
-            f"{ratios[0]:>8s} {ratios[1]:>10s}  {note}"
+            f"{ratios[0]:>8s} {ratios[1]:>10s} {roof:>9s}  {note}"
         )
     for anchor, target in TARGETS.items():
         if anchor in medians and "pruneplug" in medians:
@@ -199,29 +246,48 @@ def table(rates: dict[str, list[float]], missing: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def run(quick: bool = False) -> None:
-    """Print the table (``quick``: a 32-image batch, 1 warm-up call and 2 repeats - a smoke
-    test of every row for the test suite, not a measurement)."""
-    budget = Budget(warmup=1, repeats=2, batch=32) if quick else Budget(warmup=3, repeats=15)
+def run(
+    quick: bool = False, *, device: str = "cpu", size: int = BATCH[-1], batch: int = BATCH[0]
+) -> None:
+    """Print the table for ``batch`` images of 3 x ``size`` x ``size`` on ``device``.
+
+    ``quick``: a batch of 32 (at most ``batch``), 1 warm-up call and 2 repeats - a smoke test
+    of every row for the test suite, not a measurement.
+    """
+    for name, value in (("size", size), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: give a whole number >= 1")
+    where = torch.device(device)
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA device here; run with --device cpu")
+    if quick:
+        budget = Budget(warmup=1, repeats=2, batch=min(batch, 32))
+    else:
+        budget = Budget(warmup=3, repeats=15, batch=batch)
     load_before = os.getloadavg()[0]
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        shape = (budget.batch, *BATCH[1:])
-        images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+        shape = (budget.batch, BATCH[1], size, size)
+        images = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(where)
         pipelines: dict[str, Pipeline] = {}
         missing: dict[str, str] = {}
         for name, (factory, _) in ROWS.items():
             try:
-                pipelines[name] = factory()
+                pipelines[name] = factory(size, device)
             except ImportError as exc:
-                missing[name] = f"{exc.name or exc} (pip install pruneplug[bench])"
+                missing[name] = f"not installed: {exc.name or exc} (pip install pruneplug[bench])"
+            except NotImplementedError as exc:
+                missing[name] = str(exc)
         rates = measure(pipelines, images, budget)
+        bandwidth = copy_bandwidth(where, COPY_BYTES // 16 if quick else COPY_BYTES)
     finally:
         torch.set_num_threads(threads)
+    on = torch.cuda.get_device_name(where) if where.type == "cuda" else f"{THREADS} threads"
     print(
-        f"augmentation pipeline, batch {' x '.join(map(str, shape))}, {THREADS} threads, "
-        f"{budget.repeats} interleaved repeats (median, range); 1-minute load average "
-        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs:"
+        f"augmentation pipeline, batch {' x '.join(map(str, shape))}, {on}, "
+        f"{budget.repeats} interleaved repeats (median, range); copy bandwidth "
+        f"{bandwidth / 1e9:.1f} GB/s; 1-minute load average {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs:"
     )
-    print(table(rates, missing))
+    print(table(rates, missing, 4 * BATCH[1] * size * size, bandwidth))
