@@ -121,15 +121,23 @@ def interleaved_latency(
 
     Every turn times each model once, right after an untimed run of it, so a load spike on a
     shared machine hits all of them alike and no model pays for the caches the previous one
-    filled: the way to compare models, where :func:`latency` times one.
+    filled: the way to compare models, where :func:`latency` times one. On a GPU the device is
+    synchronised around each timed call (kernels run asynchronously).
     """
+
+    def sync(x: Tensor) -> None:
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+
     times: dict[str, list[float]] = {name: [] for name in runs}
     with torch.inference_mode():
         for step in range(warmup + repeats):
             for name, (model, x) in runs.items():
                 model(x)
+                sync(x)
                 start = time.perf_counter()
                 model(x)
+                sync(x)
                 if step >= warmup:
                     times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}

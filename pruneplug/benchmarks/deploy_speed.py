@@ -14,6 +14,10 @@ leave its time to per-operator overhead, and torchvision's ResNet-18 on 3x64x64 
 (:func:`~pruneplug.benchmarks.pruning_structured.interleaved_latency`).
 
 Goals (ResNet-18 row): pruning's own speed-up at least :data:`GOALS` times its MACs reduction.
+
+On a GPU (``pruneplug bench deploy --device cuda --dtype bfloat16``) the model is torchvision's
+ResNet-50 on 3x224x224 inputs at batch 128, in the given dtype, with the goals of
+:data:`GPU_GOALS`; pruning and tracing run on the CPU, the models are then moved.
 """
 
 from __future__ import annotations
@@ -59,6 +63,18 @@ CASES = (
 QUICK_CASES = (CASES[0], Case("ResNet-18 3x16x16", resnet18, (3, 16, 16), 2, "fc"))
 
 
+def resnet50() -> nn.Module:
+    return torchvision.models.resnet50(num_classes=1000)
+
+
+#: On a GPU: the model whose pruning Torch-Pruning's and NVIDIA's numbers are quoted for.
+GPU_CASES = (Case("ResNet-50 3x224x224", resnet50, (3, 224, 224), 128, "fc"),)
+#: Goals on a GPU (tensor cores): speed-up / MACs reduction per amount.
+GPU_GOALS = {0.5: 0.7, 0.75: 0.5}
+#: ``--dtype`` names -> dtypes.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def torch_pruning(dense: nn.Module, amount: float, x: Tensor, classifier: str) -> nn.Module:
     """The anchor: Torch-Pruning's MetaPruner, L1 magnitude, local, the classifier ignored."""
     model = copy.deepcopy(dense)
@@ -72,12 +88,22 @@ def torch_pruning(dense: nn.Module, amount: float, x: Tensor, classifier: str) -
     return model.eval()
 
 
-def same_deployment(model: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
-    """The headline deployment, given to every model alike: BN folded, NHWC model and input."""
-    return deploy(model, channels_last=True), x.to(memory_format=torch.channels_last)
+def same_deployment(
+    model: nn.Module, x: Tensor, device: torch.device, dtype: torch.dtype
+) -> tuple[nn.Module, Tensor]:
+    """The headline deployment, given to every model alike: BN folded, NHWC model and input,
+    on ``device`` in ``dtype``."""
+    deployed = deploy(model, channels_last=True).to(device, dtype)
+    return deployed, x.to(device, dtype, memory_format=torch.channels_last)
 
 
-def case_rows(case: Case, quick: bool) -> list[list[str]]:
+def case_rows(
+    case: Case,
+    quick: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+    goals: dict[float, float],
+) -> list[list[str]]:
     """One row per amount: MACs reduction, speed-ups (ours, anchor) and their ratios."""
     run = budget(quick)
     torch.manual_seed(0)
@@ -87,16 +113,16 @@ def case_rows(case: Case, quick: bool) -> list[list[str]]:
     pruner = pruneplug.get_pruner("structured", scope="local", protect=case.classifier)
     dense_macs = metrics.macs(dense, x[:1])
     rows = []
-    for amount in GOALS:
+    for amount, goal in goals.items():
         ours = pruner(dense, scores, amount=amount).eval()
         anchor = torch_pruning(dense, amount, x, case.classifier)
         if metrics.macs(anchor, x[:1]) != metrics.macs(ours, x[:1]):
             raise AssertionError(f"{case.name}: Torch-Pruning's widths differ from ours")
         runs = {
-            "dense": same_deployment(dense, x),
-            "ours": same_deployment(ours, x),
-            "TP": same_deployment(anchor, x),
-            "dense as is": (dense, x),
+            "dense": same_deployment(dense, x, device, dtype),
+            "ours": same_deployment(ours, x, device, dtype),
+            "TP": same_deployment(anchor, x, device, dtype),
+            "dense as is": (copy.deepcopy(dense).to(device, dtype), x.to(device, dtype)),
         }
         seconds = interleaved_latency(runs, run.repeats, run.warmup)
         reduction = dense_macs / metrics.macs(ours, x[:1])
@@ -109,8 +135,8 @@ def case_rows(case: Case, quick: bool) -> list[list[str]]:
                 f"{reduction:.1f}x",
                 f"{speedup:.2f}x",
                 f"{speedup / reduction:.2f}",
-                f">= {GOALS[amount]}",
-                "yes" if speedup / reduction >= GOALS[amount] else "NO",
+                f">= {goal}",
+                "yes" if speedup / reduction >= goal else "NO",
                 f"{seconds['dense'] / seconds['TP']:.2f}x",
                 f"{seconds['dense as is'] / seconds['ours']:.2f}x",
             ]
@@ -118,11 +144,18 @@ def case_rows(case: Case, quick: bool) -> list[list[str]]:
     return rows
 
 
-def speed_table(quick: bool) -> str:
-    """The D1 table: one row per model and amount."""
+def speed_table(quick: bool, device: str = "cpu", dtype: str = "float32") -> str:
+    """The D1 table: one row per model and amount, on ``device`` in ``dtype``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    where = torch.device(device)
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA device here; run with --device cpu")
     load = os.getloadavg()[0]
-    cases = QUICK_CASES if quick else CASES
-    rows = [row for case in cases for row in case_rows(case, quick)]
+    on_gpu = where.type == "cuda"
+    cases = QUICK_CASES if quick else (GPU_CASES if on_gpu else CASES)
+    goals = GPU_GOALS if on_gpu else GOALS
+    rows = [row for case in cases for row in case_rows(case, quick, where, DTYPES[dtype], goals)]
     header = [
         "model",
         "removed",
@@ -143,13 +176,19 @@ def speed_table(quick: bool) -> str:
         "deployment: our pruned model deployed against the dense model as it comes (NCHW, BN "
         "unfolded): pruning plus what the deployment steps give any model; not a headline",
         f"structured pruner, L1 magnitude, local, classifier protected; median of {run.repeats} "
-        f"interleaved repeats; {torch.get_num_threads()} thread(s); load average {load:.2f} "
-        f"before, {os.getloadavg()[0]:.2f} after (timings on a shared machine are noisy)",
+        f"interleaved repeats; {dtype}; "
+        + (
+            f"{torch.cuda.get_device_name(where)}, torch {torch.__version__}"
+            if on_gpu
+            else f"{torch.get_num_threads()} thread(s)"
+        )
+        + f"; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after (timings on a "
+        "shared machine are noisy)",
     ]
-    title = "D1  structured pruning, CPU latency under the same deployment"
+    title = f"D1  structured pruning, {'GPU' if on_gpu else 'CPU'} latency, same deployment"
     return table(title, header, rows, notes)
 
 
-def run(quick: bool = False) -> None:
+def run(quick: bool = False, *, device: str = "cpu", dtype: str = "float32") -> None:
     """Print the D1 table (``quick``: a tiny run for the test suite)."""
-    print(speed_table(quick))
+    print(speed_table(quick, device, dtype))
