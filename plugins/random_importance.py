@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pruneplug import Batch, LossFn, Param, Scorer, Scores, hookimpl, prunable_layers
+from pruneplug.plumbing import layer_tensor, prunable_tensors
 
 
 class RandomImportance(Scorer):
@@ -38,6 +39,9 @@ class RandomImportance(Scorer):
             weight = layer.weight
             scores.weight[name] = torch.rand(weight.shape, generator=generator).to(weight)
             scores.unit[name] = torch.rand(weight.shape[0], generator=generator).to(weight)
+        for name, (module, attribute) in prunable_tensors(model).items():  # after the layers
+            weight = layer_tensor(module, attribute)
+            scores.tensor[name] = torch.rand(weight.shape, generator=generator).to(weight)
         return scores
 
 

@@ -10,7 +10,11 @@ Given per-weight scores :math:`s` (higher means keep), the pruner removes
 
 Masks are applied with :func:`torch.nn.utils.prune.custom_from_mask`, so a pruned layer has
 ``weight_orig``, ``weight_mask`` and a forward pre-hook, and ``prune.is_pruned`` /
-``prune.remove`` work. Pruning a pruned model composes masks as PyTorch does (their product):
+``prune.remove`` work. Scores of the weights outside Linear and Conv layers (``Scores.tensor``:
+attention's ``in_proj_weight``, recurrent weights, embeddings; see
+:func:`pruneplug.plumbing.prunable_tensors`) are pruned the same way and ranked with the layers
+(``in_proj_weight_orig``, ``in_proj_weight_mask`` on the attention module). Pruning a pruned
+model composes masks as PyTorch does (their product):
 a pruned weight never comes back. A prune never empties a layer: global rate pruning keeps each
 layer's best weight, and a threshold above every score of a layer is refused.
 
@@ -24,13 +28,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from pruneplug import Param, Pruner, Scores, hookimpl, prunable_layers
+from pruneplug import Param, Pruner, Scores, hookimpl
+from pruneplug.plumbing import layer_tensor, prunable_targets
 
 
-def current_mask(layer: nn.Module) -> Tensor:
-    """The layer's weight mask (all ones when it is not pruned yet)."""
-    mask = getattr(layer, "weight_mask", None)
-    return torch.ones_like(layer.weight, dtype=torch.bool) if mask is None else mask.bool()
+def current_mask(layer: nn.Module, name: str = "weight") -> Tensor:
+    """The mask of ``layer.<name>`` (all ones when it is not pruned yet)."""
+    mask = getattr(layer, f"{name}_mask", None)
+    if mask is None:
+        return torch.ones_like(layer_tensor(layer, name), dtype=torch.bool)
+    return layer_tensor(layer, f"{name}_mask").bool()
 
 
 def keep_masks_by_rate(
@@ -71,14 +78,16 @@ class Unstructured(Pruner):
     def prune(
         self, model: nn.Module, scores: Scores, *, amount: float | None, threshold: float | None
     ) -> nn.Module:
-        if not scores.weight:
+        if not scores.weight and not scores.tensor:
             raise ValueError(
                 "the unstructured pruner needs per-weight scores, but the scores hold only "
                 "per-unit ones: use a scorer that scores weights, or the structured pruner"
             )
-        layers = prunable_layers(model)
-        alive = {n: current_mask(layers[n]) for n in scores.weight}
-        weights = {n: s.detach().to(alive[n].device) for n, s in scores.weight.items()}
+        known = prunable_targets(model)  # layer name -> (layer, "weight"); tensor name -> ...
+        targets = {n: known[n] for n in (*scores.weight, *scores.tensor)}
+        alive = {n: current_mask(*target) for n, target in targets.items()}
+        given = {**scores.weight, **scores.tensor}
+        weights = {n: s.detach().to(alive[n].device) for n, s in given.items()}
         if threshold is not None:
             masks = {n: (s >= threshold) & alive[n] for n, s in weights.items()}
             empty = [n for n, m in masks.items() if not m.any()]
@@ -91,7 +100,9 @@ class Unstructured(Pruner):
         else:
             masks = keep_masks_by_rate(weights, alive, amount, self.config["scope"])
         for name, mask in masks.items():  # every mask is computed before any is applied
-            prune.custom_from_mask(layers[name], "weight", mask.to(layers[name].weight.dtype))
+            module, attribute = targets[name]
+            dtype = layer_tensor(module, attribute).dtype
+            prune.custom_from_mask(module, attribute, mask.to(dtype))
         return model
 
 

@@ -17,7 +17,7 @@ from .contracts import (
 )
 from .hookspecs import hookimpl
 from .params import Param, ParamError
-from .plumbing import Batch, LossFn, effective_weight, prunable_layers
+from .plumbing import Batch, LossFn, effective_weight, prunable_layers, prunable_tensors
 from .registry import (
     PluginLoadWarning,
     UnknownPluginError,
@@ -54,6 +54,7 @@ __all__ = [
     "get_scorer",
     "hookimpl",
     "prunable_layers",
+    "prunable_tensors",
     "register",
     "reload_plugins",
 ]

@@ -3,8 +3,9 @@
 * **Parameters** count the effective model: a masked layer (``torch.nn.utils.prune``) counts its
   weight once (``weight_orig``, not the mask buffer), and *non-zero* counts the weights left
   after the mask.
-* **Sparsity** is the fraction of zero weights of the prunable (Linear/Conv) layers, per layer
-  and over all of them.
+* **Sparsity** is the fraction of zero weights of the prunable (Linear/Conv) layers and the
+  other prunable tensors (attention ``in_proj_weight``, recurrent weights, embeddings), per
+  layer and over all of them.
 * **MACs** (multiply-accumulates) are counted by :class:`torch.utils.flop_counter.FlopCounterMode`
   on one forward pass (MACs = FLOPs / 2). They count dense arithmetic, which is what dense
   kernels do: zeroed (unstructured) weights still cost MACs; physically smaller (structured)
@@ -35,9 +36,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .contracts import prunable_layers
 from .engine import Data, evaluate
-from .plumbing import effective_weight, evaluation_mode, model_device
+from .plumbing import (
+    effective_tensor,
+    evaluation_mode,
+    model_device,
+    prunable_targets,
+)
 
 
 def effective(model: nn.Module, name: str) -> Tensor:
@@ -62,17 +67,23 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"total": total, "nonzero": nonzero}
 
 
+def prunable_weights(model: nn.Module) -> dict[str, Tensor]:
+    """Every weight pruneplug prunes, as the forward pass uses it: the prunable layers' by layer
+    name, then :func:`~pruneplug.plumbing.prunable_tensors` by qualified parameter name."""
+    return {name: effective_tensor(*target) for name, target in prunable_targets(model).items()}
+
+
 def layer_sparsity(model: nn.Module) -> dict[str, float]:
-    """Fraction of zero weights of each prunable layer, by name."""
+    """Fraction of zero weights of each prunable layer (and prunable tensor), by name."""
     return {
         name: 1.0 - int(torch.count_nonzero(w)) / w.numel()
-        for name, w in ((n, effective_weight(m)) for n, m in prunable_layers(model).items())
+        for name, w in prunable_weights(model).items()
     }
 
 
 def global_sparsity(model: nn.Module) -> float:
-    """Fraction of zero weights over all prunable layers together."""
-    weights = [effective_weight(m) for m in prunable_layers(model).values()]
+    """Fraction of zero weights over all prunable layers and tensors together."""
+    weights = list(prunable_weights(model).values())
     zeros = sum(w.numel() - int(torch.count_nonzero(w)) for w in weights)
     return zeros / sum(w.numel() for w in weights)
 

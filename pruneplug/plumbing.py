@@ -4,6 +4,9 @@ What a scorer, pruner or training loop needs from a model besides its own method
 
 * :func:`prunable_layers` - the Linear and Conv layers whose ``weight`` pruneplug scores and
   prunes, by qualified name;
+* :func:`prunable_tensors` - the other weights pruneplug masks: attention's ``in_proj_weight``,
+  recurrent layers' weights and embeddings, by qualified parameter name;
+  :func:`prunable_targets` - both, as ``name -> (module, attribute)``;
 * :func:`layer_tensor` - a layer's ``weight`` (or other tensor attribute), checked and typed as
   a tensor;
 * :func:`effective_weight` - a layer's weight as its forward pass uses it (``weight_orig *
@@ -71,6 +74,63 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     return layers
 
 
+#: Modules whose weights are masked as tensors of their own (:func:`prunable_tensors`).
+TENSOR_OWNERS: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.RNNBase, nn.Embedding)
+
+
+def prunable_tensors(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """Weights outside the Linear and Conv layers that scorers score and pruners mask.
+
+    By qualified parameter name (``"encoder.0.self_attn.in_proj_weight"``,
+    ``"rnn.weight_hh_l0"``, ``"embedding.weight"``) -> ``(owning module, attribute name)``, in
+    definition order:
+
+    * ``nn.MultiheadAttention``: ``in_proj_weight`` (or ``q/k/v_proj_weight`` when keys and
+      values have other widths). Its ``out_proj`` is **not** prunable: attention reads that
+      weight directly instead of calling the layer, so a mask would never apply;
+    * ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: every ``weight_ih_l*`` and ``weight_hh_l*`` (the
+      layer keeps its flat weight list in step with a mask, so the forward pass uses it);
+    * ``nn.Embedding``: ``weight`` (one row per token).
+
+    Masks on them follow ``torch.nn.utils.prune``'s convention (``<name>_orig``,
+    ``<name>_mask``). Biases are never pruned. Empty for MLPs and CNNs.
+    """
+    found: dict[str, tuple[nn.Module, str]] = {}
+    for owner, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            names = ["in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"]
+        elif isinstance(module, nn.RNNBase):
+            names = [n for n in module._flat_weights_names if n.startswith("weight_")]
+        elif isinstance(module, nn.Embedding):
+            names = ["weight"]
+        else:
+            continue
+        for name in names:
+            if isinstance(getattr(module, name, None), Tensor):
+                found[f"{owner}.{name}" if owner else name] = (module, name)
+    return found
+
+
+def prunable_targets(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """Everything a mask can go on, as ``name -> (module, attribute)``: each prunable layer by
+    its name with ``"weight"``, then each of :func:`prunable_tensors` by its parameter name.
+
+    The keys of ``Scores.weight`` and ``Scores.tensor`` together; the state-dict key of a
+    target's unmasked tensor is ``f"{name}.weight"`` for a layer and ``name`` for a tensor.
+    """
+    targets = {name: (layer, "weight") for name, layer in prunable_layers(model).items()}
+    return {**targets, **prunable_tensors(model)}
+
+
+def effective_tensor(module: nn.Module, name: str) -> Tensor:
+    """``module.<name>`` as the forward pass uses it, detached: ``<name>_orig * <name>_mask``
+    when ``torch.nn.utils.prune`` masks it, computed now (see :func:`effective_weight`)."""
+    if hasattr(module, f"{name}_orig"):
+        orig, mask = layer_tensor(module, f"{name}_orig"), layer_tensor(module, f"{name}_mask")
+        return (orig * mask).detach()
+    return layer_tensor(module, name).detach()
+
+
 def layer_tensor(layer: nn.Module, name: str = "weight") -> Tensor:
     """``layer.<name>`` (e.g. its ``weight``), checked to be a tensor.
 
@@ -90,9 +150,7 @@ def effective_weight(layer: nn.Module) -> Tensor:
     computed now (the ``weight`` attribute is the forward pre-hook's copy from the last forward
     pass, stale after an update); otherwise ``weight``.
     """
-    if hasattr(layer, "weight_orig"):
-        return (layer_tensor(layer, "weight_orig") * layer_tensor(layer, "weight_mask")).detach()
-    return layer_tensor(layer).detach()
+    return effective_tensor(layer, "weight")
 
 
 def refresh_masked_weights(model: nn.Module) -> None:

@@ -9,7 +9,15 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..plumbing import Batch, LossFn, effective_weight, layer_tensor, prunable_layers
+from ..plumbing import (
+    Batch,
+    LossFn,
+    effective_tensor,
+    effective_weight,
+    layer_tensor,
+    prunable_layers,
+    prunable_tensors,
+)
 from .base import Plugin
 
 
@@ -21,6 +29,10 @@ class Scores:
         weight: layer name -> tensor shaped like that layer's ``weight`` (one score per weight).
         unit: layer name -> 1-D tensor with one score per output unit (neuron of a Linear,
             output channel of a Conv).
+        tensor: qualified parameter name -> scores shaped like that parameter, for the weights
+            outside Linear and Conv layers (:func:`pruneplug.plumbing.prunable_tensors`:
+            attention's ``in_proj_weight``, recurrent weights, embeddings). Unstructured
+            pruners prune them with the layers; structured pruners use ``unit`` only.
 
     A scorer fills the granularities it supports. :meth:`units` derives per-unit scores from
     per-weight ones (sum over each unit's weights) when a scorer gave only those.
@@ -28,6 +40,7 @@ class Scores:
 
     weight: dict[str, Tensor] = field(default_factory=dict)
     unit: dict[str, Tensor] = field(default_factory=dict)
+    tensor: dict[str, Tensor] = field(default_factory=dict)
 
     def units(self) -> dict[str, Tensor]:
         """Per-unit scores for every scored layer (given, or summed from per-weight scores)."""
@@ -37,15 +50,26 @@ class Scores:
     def check(self, model: nn.Module) -> None:
         """Raise ``ValueError`` if a score names no layer, has the wrong shape, or is not finite."""
         layers = prunable_layers(model)
-        for granularity, table in (("weight", self.weight), ("unit", self.unit)):
+        tensors = prunable_tensors(model)
+        for name in self.tensor:
+            if name not in tensors:
+                raise ValueError(
+                    f"tensor scores name {name!r}, which is not a prunable tensor of the model; "
+                    f"its prunable tensors are: {', '.join(tensors) or 'none'}"
+                )
+        tables = (("weight", self.weight), ("unit", self.unit), ("tensor", self.tensor))
+        for granularity, table in tables:
             for name, score in table.items():
-                if name not in layers:
+                if granularity != "tensor" and name not in layers:
                     raise ValueError(
                         f"{granularity} scores name layer {name!r}, which is not a prunable "
                         f"layer of the model; its prunable layers are: {', '.join(layers)}"
                     )
-                weight = layer_tensor(layers[name])
-                expected = weight.shape if granularity == "weight" else weight.shape[:1]
+                if granularity == "tensor":
+                    weight = layer_tensor(*tensors[name])
+                else:
+                    weight = layer_tensor(layers[name])
+                expected = weight.shape[:1] if granularity == "unit" else weight.shape
                 if score.shape != expected:
                     raise ValueError(
                         f"{granularity} scores for layer {name!r} have shape "
@@ -57,7 +81,7 @@ class Scores:
                         f"{granularity} scores for layer {name!r} contain NaN or inf: check "
                         "the scorer's inputs (a diverged model or an empty batch)"
                     )
-        if not self.weight and not self.unit:
+        if not self.weight and not self.unit and not self.tensor:
             raise ValueError("the scores are empty: the scorer returned no layer")
 
 
@@ -112,6 +136,9 @@ class LayerScorer(Scorer):
     (the masked weight of an already pruned layer, detached) and returns one score per weight.
     Per-unit scores are the sum over each unit's weights unless :meth:`score_units` is
     overridden (magnitude returns the unit's L1 or L2 norm, FPGM only unit scores).
+    :meth:`score_layer` also scores the weights of :func:`~pruneplug.plumbing.prunable_tensors`
+    (attention, recurrent, embedding), named by their qualified parameter names, into
+    ``Scores.tensor``.
     """
 
     def score(self, model: nn.Module, batches: Iterable[Batch] | None, loss_fn: LossFn) -> Scores:
@@ -125,6 +152,10 @@ class LayerScorer(Scorer):
                 per_unit = self.score_units(name, weight)
                 if per_unit is not None:
                     scores.unit[name] = per_unit
+            for name, (module, attribute) in prunable_tensors(model).items():
+                per_weight = self.score_layer(name, effective_tensor(module, attribute))
+                if per_weight is not None:
+                    scores.tensor[name] = per_weight
         return scores
 
     def score_layer(self, name: str, weight: Tensor) -> Tensor | None:

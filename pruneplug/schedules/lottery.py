@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
-from ..contracts import LossFn, layer_tensor, prunable_layers
+from ..contracts import LossFn, layer_tensor
 from ..engine import Data, History, format_cell, pick_device, train
-from ..plumbing import model_device
+from ..plumbing import model_device, prunable_targets, prunable_tensors
 from .steps import Pruned, PrunerLike, ScorerLike, Step, check_count
 
 Mask = dict[str, Tensor]
@@ -114,9 +114,11 @@ class Ticket:
                 reset = getattr(module, "reset_parameters", None)
                 if callable(reset):
                     reset()
-        layers = prunable_layers(model)
+        targets, tensors = prunable_targets(model), prunable_tensors(model)
+        # a target's unmasked tensor in the state dict: "<layer>.weight", or the tensor's name
+        keys = {name: name if name in tensors else f"{name}.weight" for name in self.mask}
         if self.rewind_epoch == 0 and all(
-            torch.equal(layer_tensor(layers[name]).detach(), self.rewind_state[f"{name}.weight"])
+            torch.equal(layer_tensor(*targets[name]).detach(), self.rewind_state[keys[name]])
             for name in self.mask
         ):
             raise ValueError(
@@ -142,12 +144,13 @@ def host_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 def keep_masks(model: nn.Module) -> Mask:
-    """Every prunable layer's weight mask as a CPU bool tensor (all True where unpruned)."""
+    """Every prunable target's mask (layers' weights, attention, recurrent and embedding
+    weights) as a CPU bool tensor (all True where unpruned)."""
     masks = {}
-    for name, layer in prunable_layers(model).items():
-        mask = getattr(layer, "weight_mask", None)
+    for name, (module, attribute) in prunable_targets(model).items():
+        mask = getattr(module, f"{attribute}_mask", None)
         masks[name] = (
-            torch.ones(layer_tensor(layer).shape, dtype=torch.bool)
+            torch.ones(layer_tensor(module, attribute).shape, dtype=torch.bool)
             if mask is None
             else mask.detach().to("cpu").bool()
         )
@@ -166,19 +169,20 @@ def with_mask(dense: nn.Module, state: dict[str, Tensor], mask: Mask) -> nn.Modu
     ``state`` exactly)."""
     model = copy.deepcopy(dense)
     model.load_state_dict(state)
-    layers = prunable_layers(model)
+    targets = prunable_targets(model)
     for name, keep in mask.items():
-        weight = layer_tensor(layers[name])
-        prune.custom_from_mask(layers[name], "weight", keep.to(weight.device, weight.dtype))
+        module, attribute = targets[name]
+        weight = layer_tensor(module, attribute)
+        prune.custom_from_mask(module, attribute, keep.to(weight.device, weight.dtype))
     return model
 
 
 def unpruned(model: nn.Module, mask: Mask) -> nn.Module:
     """A copy of a model masked by :func:`with_mask` with the masks taken off again."""
     model = copy.deepcopy(model)
-    layers = prunable_layers(model)
+    targets = prunable_targets(model)
     for name in mask:
-        prune.remove(layers[name], "weight")
+        prune.remove(*targets[name])
     return model
 
 

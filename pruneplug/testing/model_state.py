@@ -111,11 +111,12 @@ def _clone_scores(scores: Scores) -> Scores:
     return Scores(
         {n: s.clone() for n, s in scores.weight.items()},
         {n: s.clone() for n, s in scores.unit.items()},
+        {n: s.clone() for n, s in scores.tensor.items()},
     )
 
 
 def _same_scores(a: Scores, b: Scores) -> bool:
     return all(
         x.keys() == y.keys() and all(torch.equal(x[n], y[n]) for n in x)
-        for x, y in ((a.weight, b.weight), (a.unit, b.unit))
+        for x, y in ((a.weight, b.weight), (a.unit, b.unit), (a.tensor, b.tensor))
     )

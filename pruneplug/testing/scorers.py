@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..contracts import Scorer, Scores, prunable_layers
+from ..plumbing import layer_tensor, prunable_tensors
 from .declarations import _start
 from .fixtures import _batches, tiny_cnn
 from .model_state import _changes, _eval_forward, _same_scores, _snapshot
@@ -78,19 +79,28 @@ def check_scorer(
 
 def _check_scores(scores: Scores, model: nn.Module, check: _Check) -> None:
     layers = prunable_layers(model)
-    if not scores.weight and not scores.unit:
-        check.fail("scores.shapes", "both Scores.weight and Scores.unit are empty")
-    for granularity, table in (("weight", scores.weight), ("unit", scores.unit)):
+    # what each table may name: layers for weight and unit scores, tensors for tensor scores
+    targets = {
+        "weight": {n: (m, "weight") for n, m in layers.items()},
+        "unit": {n: (m, "weight") for n, m in layers.items()},
+        "tensor": prunable_tensors(model),
+    }
+    if not scores.weight and not scores.unit and not scores.tensor:
+        check.fail("scores.shapes", "Scores.weight, Scores.unit and Scores.tensor are all empty")
+    tables = (("weight", scores.weight), ("unit", scores.unit), ("tensor", scores.tensor))
+    for granularity, table in tables:
         for name, s in table.items():
             where = f"Scores.{granularity}[{name!r}]"
-            if name not in layers:
+            if name not in targets[granularity]:
+                what = "tensor" if granularity == "tensor" else "layer"
                 check.fail(
                     "scores.shapes",
-                    f"{where} names no prunable layer; the prunable layers are {list(layers)}",
+                    f"{where} names no prunable {what}; the prunable {what}s are "
+                    f"{list(targets[granularity])}",
                 )
                 continue
-            w = cast(Tensor, layers[name].weight)
-            expected = tuple(w.shape if granularity == "weight" else w.shape[:1])
+            w = layer_tensor(*targets[granularity][name])
+            expected = tuple(w.shape[:1] if granularity == "unit" else w.shape)
             if not isinstance(s, Tensor) or tuple(s.shape) != expected:
                 got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
                 check.fail("scores.shapes", f"{where} has shape {got}, expected {expected}")
