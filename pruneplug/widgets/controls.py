@@ -179,6 +179,16 @@ def slider_grid(param: Param) -> SliderGrid | None:
     return linear_grid(param.default, param.low, param.high)
 
 
+def linear_slider(grid: SliderGrid) -> dict[str, Any]:
+    """The keywords of a linear float slider (or range slider) on ``grid``."""
+    return {
+        "min": grid.min,
+        "max": grid.max,
+        "step": grid.step,
+        "readout_format": readout_format(grid.step),
+    }
+
+
 def control(param: Param) -> w.Widget:
     """The widget for one declared parameter, showing its default exactly in a browser.
 
@@ -208,14 +218,7 @@ def control(param: Param) -> w.Widget:
             value=value, min=grid.min, max=grid.max, step=grid.step, base=grid.base, **common
         )
     if grid is not None:
-        return w.FloatSlider(
-            value=value,
-            min=grid.min,
-            max=grid.max,
-            step=grid.step,
-            readout_format=readout_format(grid.step),
-            **common,
-        )
+        return w.FloatSlider(value=value, **linear_slider(grid), **common)
     if param.low is not None and param.high is not None:  # no grid holds the default
         return w.BoundedFloatText(value=value, min=param.low, max=param.high, **common)
     return w.FloatText(value=value, **common)
@@ -270,14 +273,7 @@ def range_control(low: Param, high: Param) -> w.Widget | None:
     grid = linear_grid(value, low.low, low.high)
     if grid is None:
         return None
-    return w.FloatRangeSlider(
-        value=value,
-        min=grid.min,
-        max=grid.max,
-        step=grid.step,
-        readout_format=readout_format(grid.step),
-        **common,
-    )
+    return w.FloatRangeSlider(value=value, **linear_slider(grid), **common)
 
 
 def param_controls(params: Sequence[Param]) -> dict[str, w.Widget]:
