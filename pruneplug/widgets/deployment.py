@@ -11,8 +11,9 @@ pruning and the chosen format buy, not what a compiler gives any model.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import ipywidgets as w
 import torch
@@ -164,7 +165,7 @@ class DeploymentExplorer(Explorer):
             elif setting.compiled:
                 deployed = inference.compile_for_inference(model)
             elif setting.layout != "dense":
-                deployed = sparse.to_sparse(model, setting.layout)  # type: ignore[arg-type]
+                deployed = sparse.to_sparse(model, cast(sparse.Layout, setting.layout))
             else:
                 deployed = model
             self._deployed[setting] = deployed
@@ -222,5 +223,5 @@ def stack(dataset: Dataset) -> tuple[Tensor, Tensor]:
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
         inputs, targets = dataset.tensors
         return inputs, targets
-    pairs = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
+    pairs = [dataset[i] for i in range(len(cast(Sized, dataset)))]
     return torch.stack([x for x, _ in pairs]), torch.as_tensor([int(y) for _, y in pairs])
