@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(VENV)/bin/pruneplug bench pruning
 	$(VENV)/bin/pruneplug bench augment
 	$(VENV)/bin/pruneplug bench widgets
+	$(VENV)/bin/pruneplug bench deploy
+	$(VENV)/bin/pruneplug bench attention
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -54,11 +54,25 @@ cannot be folded evenly (channels not divisible by the groups, attention modules
 head sizes; a warning names it). A protected layer keeps its output units; its inputs still
 shrink when the layer feeding it is pruned.
 
+**Models that take token ids** (an ``nn.Embedding`` first: ``pruneplug.models``'
+``transformer_classifier`` and ``lstm_classifier``) are traced with token ids. The embedding's
+output is the first width of the model: an LSTM's input (kept: no scored layer writes it), or a
+transformer's residual stream, which loses the channels of the heads removed - the embedding's
+columns and the position table's with the rest of the stream, as a ViT's patch embedding does.
+Floating-point buffers of modules that have no pruning function of their own (fixed sinusoidal
+position codes; not batch norm's running statistics) are traced like parameters, so they
+shrink with the channels they are added to (Torch-Pruning cuts their last dimension).
+
 Tracing needs one example input. ``example_shape`` gives the shape of one sample
-(``"3x32x32"``); when empty it is inferred from the first layer: ``(in_features,)`` for a
-Linear, ``(in_channels, s, s)`` for a Conv2d with the first ``s`` in 8, 32, 64, 224 that runs
-(the graph does not depend on the spatial size). That covers ``pruneplug.models`` and
-torchvision's classifiers.
+(``"3x32x32"``: random floats in the model's dtype), optionally after an integer dtype prefix
+that asks for token ids (``"int64:16"``: 16 ids of the model's first ``nn.Embedding``, drawn
+from ``0..num_embeddings-1`` without its ``padding_idx``; ``"int32:16"`` likewise; ``"int64"``
+alone infers the length). When empty it is inferred from the first layer (the first
+``nn.Embedding`` or prunable layer in definition order): ``(in_features,)`` for a Linear,
+``(in_channels, s, s)`` for a Conv2d with the first ``s`` in 8, 32, 64, 224 that runs (the
+graph does not depend on the spatial size), and ``int64`` token ids for an Embedding, as many
+as the model's ``max_len`` attribute when it has one (all its positions), else the first of
+16, 8, 1 that runs. That covers ``pruneplug.models`` and torchvision's classifiers.
 
 The pruner works on a deep copy and returns it: the model passed in is never modified. After
 pruning it runs the example through the copy; if the shapes broke (a forward that hard-codes a
@@ -87,10 +101,24 @@ from pruneplug import Param, ParamError, Pruner, Scores, hookimpl, prunable_laye
 
 #: Spatial sizes tried, in order, when the example input of a convolutional model is inferred.
 PROBE_SIZES = (8, 32, 64, 224)
+#: Sequence lengths tried, in order, when the example token ids are inferred (after ``max_len``).
+PROBE_LENGTHS = (16, 8, 1)
+#: ``example_shape`` prefixes that ask for token ids, and their dtypes.
+TOKEN_DTYPES = {"int64": torch.int64, "int32": torch.int32}
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    """Parse ``"3x32x32"`` or ``"3,32,32"`` (one sample, no batch dimension) into a tuple."""
+@dataclass(frozen=True)
+class Example:
+    """What the pruner traces with: token ids of ``dtype`` (``None``: random floats in the
+    model's dtype), one sample of ``shape`` (``None``: inferred from the first layer)."""
+
+    dtype: torch.dtype | None = None
+    shape: tuple[int, ...] | None = None
+
+
+def parse_shape(text: str, given: str | None = None) -> tuple[int, ...]:
+    """Parse ``"3x32x32"`` or ``"3,32,32"`` (one sample, no batch dimension) into a tuple;
+    an error quotes ``given``, the whole ``example_shape`` it came from (default ``text``)."""
     parts = text.replace(",", "x").split("x")
     try:
         shape = tuple(int(p) for p in parts)
@@ -98,27 +126,81 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = ()
     if not shape or any(d < 1 for d in shape):
         raise ParamError(
-            f"pruner 'structured': example_shape={text!r} is not a shape: give the size of one "
-            "input sample without the batch dimension, e.g. '64' or '3x32x32'"
+            f"pruner 'structured': example_shape={given or text!r} is not a shape: give the size "
+            "of one input sample without the batch dimension, e.g. '64' or '3x32x32', or a "
+            "number of token ids after their dtype, e.g. 'int64:16'"
         )
     return shape
 
 
-def example_input(model: nn.Module, shape: tuple[int, ...] | None) -> Tensor:
-    """A one-sample batch that ``model`` (in eval mode) accepts, of ``shape`` or inferred."""
+def parse_example(text: str) -> Example:
+    """Parse ``example_shape``: ``""``, ``"3x32x32"``, ``"int64:16"`` or ``"int64"``."""
+    text = text.strip()
+    prefix, colon, rest = text.partition(":")
+    prefix = prefix.strip()
+    if not colon and prefix not in TOKEN_DTYPES:
+        return Example(shape=parse_shape(text) if text else None)
+    if prefix not in TOKEN_DTYPES:
+        raise ParamError(
+            f"pruner 'structured': example_shape={text!r} has dtype prefix {prefix!r}: token "
+            f"ids are {' or '.join(TOKEN_DTYPES)} (e.g. 'int64:16'); a float input takes no "
+            "prefix ('3x32x32')"
+        )
+    rest = rest.strip()
+    return Example(TOKEN_DTYPES[prefix], parse_shape(rest, text) if rest else None)
+
+
+def first_layer(model: nn.Module) -> nn.Module:
+    """The model's first ``nn.Embedding`` or prunable layer, in definition order."""
+    prunable = set(prunable_layers(model).values())
+    return next(m for m in model.modules() if isinstance(m, nn.Embedding) or m in prunable)
+
+
+def token_ids(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """A one-sample batch of ``shape`` token ids for the model's first ``nn.Embedding``.
+
+    Ids are drawn (from a generator of its own, seed 0: the global RNG is left alone) in
+    ``0..num_embeddings-1`` without the ``padding_idx``, so no position is padding.
+    """
+    embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    if embedding is None:
+        raise ValueError(
+            f"example_shape asks for token ids ({dtype}), but {type(model).__name__} has no "
+            "nn.Embedding to draw them for: give the shape of a float sample, e.g. "
+            "example_shape='3x32x32'"
+        )
+    padding = embedding.padding_idx
+    choices = embedding.num_embeddings - (padding is not None and embedding.num_embeddings > 1)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(choices, (1, *shape), generator=generator)
+    if padding is not None and choices < embedding.num_embeddings:
+        ids += ids >= padding  # skip the padding id
+    return ids.to(device=embedding.weight.device, dtype=dtype)
+
+
+def example_input(model: nn.Module, example: Example) -> Tensor:
+    """A one-sample batch that ``model`` (in eval mode) accepts, as ``example`` asks or
+    inferred from the first layer (see the module docstring)."""
     param = next(model.parameters())
-    if shape is not None:
-        candidates = [shape]
-    else:
-        first = next(iter(prunable_layers(model).values()))
-        if isinstance(first, nn.Linear):
+    dtype, candidates = example.dtype, [example.shape] if example.shape else []
+    if not candidates:
+        first = first_layer(model)
+        if isinstance(first, nn.Embedding) or dtype is not None:
+            dtype = dtype or torch.int64
+            max_len = getattr(model, "max_len", None)
+            lengths = [max_len] if isinstance(max_len, int) and max_len > 0 else []
+            candidates = [(n,) for n in dict.fromkeys([*lengths, *PROBE_LENGTHS])]
+        elif isinstance(first, nn.Linear):
             candidates = [(first.in_features,)]
         else:
             dims = first.weight.dim() - 2
             candidates = [(first.in_channels, *[s] * dims) for s in PROBE_SIZES]
     problem: Exception | None = None
     for candidate in candidates:
-        x = torch.randn(1, *candidate, device=param.device, dtype=param.dtype)
+        if dtype is None:
+            x = torch.randn(1, *candidate, device=param.device, dtype=param.dtype)
+        else:
+            x = token_ids(model, candidate, dtype)
         try:
             with torch.no_grad():
                 model(x)
@@ -127,10 +209,11 @@ def example_input(model: nn.Module, shape: tuple[int, ...] | None) -> Tensor:
             continue
         return x
     tried = ", ".join("x".join(map(str, c)) for c in candidates)
+    what = "an example input" if dtype is None else f"{dtype} token ids"
     raise ValueError(
-        f"the structured pruner could not run {type(model).__name__} on an example input of "
-        f"shape {tried} ({type(problem).__name__}: {problem}): pass the shape of one input "
-        "sample, e.g. get_pruner('structured', example_shape='3x32x32')"
+        f"the structured pruner could not run {type(model).__name__} on {what} of shape {tried} "
+        f"({type(problem).__name__}: {problem}): pass the shape of one input sample, e.g. "
+        "get_pruner('structured', example_shape='3x32x32'), or 'int64:16' for 16 token ids"
     )
 
 
@@ -254,6 +337,36 @@ def trace(model: nn.Module, x: Tensor) -> tp.DependencyGraph:
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def buffers_as_parameters(model: nn.Module) -> list[tuple[nn.Module, str, bool]]:
+    """Make the floating-point buffers the graph would not see parameters, for tracing.
+
+    Torch-Pruning follows parameters only, so a buffer added to the channels (the fixed
+    sinusoidal positions of ``transformer_classifier``) would keep its width and break the
+    forward. The buffers of modules with a pruning function of their own (batch norm's running
+    statistics) stay. Returns (module, name, persistent) of each, for
+    :func:`parameters_as_buffers`.
+    """
+    promoted = []
+    for module in model.modules():
+        if tp.ops.module2type(module) in tp.pruner.function.PrunerBox or is_recurrent(module):
+            continue
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer.is_floating_point():
+                persistent = name not in module._non_persistent_buffers_set
+                delattr(module, name)
+                module.register_parameter(name, nn.Parameter(buffer))
+                promoted.append((module, name, persistent))
+    return promoted
+
+
+def parameters_as_buffers(promoted: list[tuple[nn.Module, str, bool]]) -> None:
+    """Undo :func:`buffers_as_parameters` (keeping the pruned values)."""
+    for module, name, persistent in promoted:
+        value = getattr(module, name).detach()
+        delattr(module, name)
+        module.register_buffer(name, value, persistent=persistent)
 
 
 def is_recurrent(module: nn.Module) -> bool:
@@ -563,14 +676,13 @@ class Structured(Pruner):
             "example_shape",
             str,
             "",
-            help="shape of one input sample for tracing, e.g. '3x32x32' (empty = inferred)",
+            help="one input sample for tracing: '3x32x32', token ids 'int64:16' (empty = inferred)",
         ),
     )
 
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
-        text = self.config["example_shape"].strip()
-        self._shape = parse_shape(text) if text else None
+        self._example = parse_example(self.config["example_shape"])
 
     def protected(self, model: nn.Module) -> set[str]:
         """Names of every module the ``protect`` parameter covers (a module and its children)."""
@@ -600,9 +712,10 @@ class Structured(Pruner):
         modes = {name: m.training for name, m in pruned.named_modules()}
         trainable = {name: p.requires_grad for name, p in pruned.named_parameters()}
         pruned.eval()
-        x = example_input(pruned, self._shape)
+        x = example_input(pruned, self._example)
         with torch.no_grad():
             expected = output_shapes(pruned(x))
+        promoted = buffers_as_parameters(pruned)
         graph = trace(pruned, x)
         units = scores.units()
         layers = prunable_layers(model)
@@ -626,6 +739,7 @@ class Structured(Pruner):
         for group, idxs in zip(groups, removals, strict=True):
             if len(idxs):
                 cut(graph, group, idxs)
+        parameters_as_buffers(promoted)
         sync_widths(pruned)
         check_outputs(pruned, x, expected)
         for name, module in pruned.named_modules():

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "widgets": ("widgets",),
     "sweep": ("sweep",),
     "deploy": ("deploy_speed", "deploy_quantize", "deploy_sparse"),
+    "attention": ("pruning_attention",),
 }
 
 
