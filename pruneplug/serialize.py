@@ -56,6 +56,14 @@ SHAPE_ATTRS = (
     "num_parameters",
     "num_embeddings",
     "embedding_dim",
+    "embed_dim",  # nn.MultiheadAttention: heads removed change these three
+    "num_heads",
+    "head_dim",
+    "kdim",
+    "vdim",
+    "input_size",  # nn.LSTM / GRU / RNN
+    "hidden_size",
+    "hidden_dim",  # torchvision's VisionTransformer
 )
 
 

@@ -167,3 +167,24 @@ def test_newer_format_version_and_missing_architecture_are_refused(tmp_path: Pat
     torch.save(saved, path)
     with pytest.raises(ValueError, match="format version 99"):
         serialize.load(path, model=depthwise_net())
+
+
+@pytest.mark.parametrize(
+    ("build", "tokens"),
+    [
+        (lambda: models.transformer_classifier(50, max_len=16), True),
+        (lambda: models.lstm_classifier(50), True),
+        (models.tiny_vit, False),
+    ],
+    ids=["transformer", "lstm", "vit"],
+)
+def test_heads_and_hidden_units_removed_round_trip(tmp_path: Path, build, tokens: bool) -> None:
+    # attention's embed_dim / num_heads / head_dim, an LSTM's sizes and ViT's hidden_dim are
+    # saved with the model, so the rebuilt modules run with the shrunk tensors
+    model = build().eval()
+    x = torch.randint(1, 50, (4, 9)) if tokens else torch.rand(4, 1, 8, 8)
+    pruned = Structured()(model, Magnitude()(model), amount=0.5).eval()
+    serialize.save(pruned, tmp_path / "m.pt")
+    loaded = serialize.load(tmp_path / "m.pt")
+    assert sum(p.numel() for p in loaded.parameters()) < sum(p.numel() for p in model.parameters())
+    torch.testing.assert_close(loaded(x), pruned(x))
