@@ -98,6 +98,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from pruneplug import Param, ParamError, Pruner, Scores, hookimpl, prunable_layers
+from pruneplug.plumbing import layer_tensor
 
 #: Spatial sizes tried, in order, when the example input of a convolutional model is inferred.
 PROBE_SIZES = (8, 32, 64, 224)
@@ -296,12 +297,17 @@ def as_one_op(module: nn.Module, args: tuple, output: object) -> object:
     """
     assert isinstance(module, nn.RNNBase)
     inputs, (out, hidden) = args[0], output
-    if isinstance(inputs, nn.utils.rnn.PackedSequence):
-        data = out.data.detach() + 0 * inputs.data.sum(-1, keepdim=True)
+    packed = isinstance(inputs, nn.utils.rnn.PackedSequence)
+    source = inputs.data if packed else inputs
+    if not source.requires_grad:  # the model's own input: autograd reaches the layer only
+        # through its weight, as it reaches a first convolution (whose input channels stay)
+        source = source + 0 * layer_tensor(module, module._flat_weights_names[0]).sum()
+    if packed:
+        data = out.data.detach() + 0 * source.sum(-1, keepdim=True)
         out, summary = out._replace(data=data), data.sum(0)  # (H,) broadcasts to the state
     else:
-        out = out.detach() + 0 * inputs.sum(-1, keepdim=True)
-        time = 1 if module.batch_first and inputs.dim() == 3 else 0
+        out = out.detach() + 0 * source.sum(-1, keepdim=True)
+        time = 1 if module.batch_first and source.dim() == 3 else 0
         summary = out.sum(time).unsqueeze(0)  # (1, N, H) or (1, H) like the hidden state
 
     def joined(state: Tensor) -> Tensor:

@@ -236,3 +236,27 @@ def test_multi_layer_and_bidirectional_recurrence_is_refused_naming_the_fix():
         assert pruned.rnn.hidden_size == 8 and pruned.a.out_features == 3  # its input shrank
         with torch.no_grad():
             assert pruned(torch.randn(2, 5, 4)).shape == (2, 3)
+
+
+class RowLSTM(nn.Module):
+    """An LSTM reading the model's input directly (digit rows as time steps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 32, batch_first=True)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.lstm(x.squeeze(1))
+        return self.fc(h[-1])
+
+
+def test_a_recurrent_layer_reading_the_model_input_loses_hidden_units():
+    # autograd reaches such a layer only through its weight (as a first convolution): it was
+    # left out of the graph, and silently unpruned
+    model = RowLSTM().eval()
+    pruner = pruneplug.get_pruner("structured", example_shape="1x8x8")
+    pruned = pruner(model, pruneplug.get_scorer("magnitude")(model), amount=0.5)
+    assert pruned.lstm.hidden_size == 16 and pruned.lstm.input_size == 8
+    assert pruned.lstm.weight_ih_l0.shape == (64, 8) and pruned.fc.in_features == 16
+    assert pruned(torch.rand(3, 1, 8, 8)).shape == (3, 10)
