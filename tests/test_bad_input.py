@@ -119,7 +119,9 @@ def test_attention_stays_trainable_by_a_plain_loop_after_unstructured_pruning():
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    assert float((model.head.weight == 0).float().mean()) == pytest.approx(0.5, abs=0.05)
+    # global magnitude pruning ranks the head with attention's in_proj_weight (a prunable tensor)
+    assert hasattr(model.attention, "in_proj_weight_mask")
+    assert metrics.global_sparsity(model) == pytest.approx(0.5, abs=0.01)
 
 
 @pytest.mark.parametrize("name", ["gradient", "taylor", "hessian", "ablation"])
