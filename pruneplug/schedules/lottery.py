@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ..contracts import LossFn, layer_tensor
 from ..engine import Data, History, format_cell, pick_device, train
 from ..plumbing import model_device, prunable_targets, prunable_tensors
-from .steps import Pruned, PrunerLike, ScorerLike, Step, check_count
+from .steps import Pruned, PrunerLike, ScorerLike, Step, check_count, require_mask_pruner
 
 Mask = dict[str, Tensor]
 
@@ -267,12 +267,12 @@ def lottery_ticket(
             "make its masks permanent first with torch.nn.utils.prune.remove"
         )
     step = Step(scorer, pruner, data, loss_fn)
-    if step.pruner.structured:
-        raise ValueError(
-            f"lottery_ticket() needs a mask (unstructured) pruner, but {step.pruner.name!r} is "
-            "structured: it returns a smaller model, into which the rewound weights do not "
-            "fit; use pruner='unstructured'"
-        )
+    require_mask_pruner(
+        step,
+        "lottery_ticket()",
+        "it returns a smaller model, into which the rewound weights do not fit; use "
+        "pruner='unstructured'",
+    )
     dense = copy.deepcopy(model)
     device = train_kwargs.pop("device", None)
     if device is not None:

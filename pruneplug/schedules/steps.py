@@ -106,6 +106,15 @@ class Step:
         return pruned
 
 
+def require_mask_pruner(step: Step, schedule: str, why: str) -> None:
+    """Refuse a structured pruner in a schedule that keeps training the same model (``why``)."""
+    if step.pruner.structured:
+        raise ValueError(
+            f"{schedule} needs a mask (unstructured) pruner, but {step.pruner.name!r} is "
+            f"structured: {why}"
+        )
+
+
 class Pruned(NamedTuple):
     """What a training schedule returns: ``model, history, sparsity = iterative(...)``.
 

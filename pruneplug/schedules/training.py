@@ -21,6 +21,7 @@ from .steps import (
     agp_sparsity,
     check_count,
     check_fraction,
+    require_mask_pruner,
     sparsity_targets,
 )
 
@@ -131,12 +132,12 @@ def gradual(
             "sparsity: use fewer steps, a smaller every, or more epochs"
         )
     step = Step(scorer, pruner, data, loss_fn)
-    if step.pruner.structured:
-        raise ValueError(
-            f"gradual() needs a mask (unstructured) pruner, but {step.pruner.name!r} is "
-            "structured: it returns a new, smaller model that the running optimiser cannot "
-            "follow; use iterative() instead"
-        )
+    require_mask_pruner(
+        step,
+        "gradual()",
+        "it returns a new, smaller model that the running optimiser cannot follow; use "
+        "iterative() instead",
+    )
     model = copy.deepcopy(model)
     step(model, targets[0])
     current = [targets[0]]
