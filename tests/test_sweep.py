@@ -179,7 +179,7 @@ def test_inprocess_and_pool_give_the_same_table(tmp_path: Path) -> None:
     assert len(pool.ok) == 6 and len(pool.failed) == 2
     error = pool.failed[0]["error"]
     assert (error["type"], error["message"]) == ("ValueError", "x=-1 is cursed")
-    summary = pool.summary("x", "score")
+    summary = pool.summary("x", "score", over="y")  # y: the repeats of a setting
     assert summary[-1] == {
         "x": 3,
         "metric": "score",
@@ -189,6 +189,39 @@ def test_inprocess_and_pool_give_the_same_table(tmp_path: Path) -> None:
         "n": 2,
     }
     assert [row["x"] for row in summary] == [1, 2, 3]  # failed trials are left out
+
+
+def score_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """``score = x + seed / 10`` (in process only: no files, no counting)."""
+    return {"score": config["x"] + config["seed"] / 10}
+
+
+def test_summary_pools_the_seeds_only_unless_told(tmp_path: Path) -> None:
+    sweep = Sweep(trial=score_trial, axes={"x": [1, 2], "seed": [0, 1, 2], "y": ["a", "b"]})
+    results = run(sweep, backend="inprocess", store=":memory:", progress=False)
+    with pytest.raises(ValueError, match=r"differ in y, not only in \['seed'\]: add y to group_by"):
+        results.summary("x", "score")
+    by_x_y = results.spreads(["x", "y"], "score")
+    assert sorted(by_x_y) == [(1, "a"), (1, "b"), (2, "a"), (2, "b")]
+    assert by_x_y[2, "b"].mean == pytest.approx(2.1) and by_x_y[2, "b"].n == 3
+    assert by_x_y[2, "b"].std == pytest.approx(0.1)
+    assert by_x_y[2, "b"].ci95 == pytest.approx(4.3027 * 0.1 / 3**0.5, rel=1e-4)
+    pooled = results.spreads("x", "score", over=["seed", "y"])  # asked for: six trials each
+    assert pooled[1].n == 6 and pooled[1].mean == pytest.approx(1.1)
+    rows = results.summary(["x", "y"], "score")
+    assert [(r["x"], r["y"], r["mean"]) for r in rows] == [
+        (x, y, pytest.approx(x + 0.1)) for x in (1, 2) for y in ("a", "b")
+    ]
+
+
+def test_memory_store_writes_nothing_and_skips_nothing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep(trial=score_trial, axes={"x": [1, 2]}, fixed={"seed": 0})
+    first = run(sweep, backend="inprocess", store=":memory:", progress=False)
+    again = run(sweep, backend="inprocess", store=":memory:", progress=False)
+    assert (first.ran, again.ran, again.cached) == (2, 2, 0)  # each run has its own memory
+    assert first.to_rows(timing=False) == again.to_rows(timing=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_rerun_does_nothing_twice_and_retries_failed_only_when_asked(tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ def command(args: argparse.Namespace) -> int:
         group_by = args.group_by or sorted(set(flatten(sweep.axes)) - {"seed"})
         try:
             print(format_table(results.summary(group_by, args.metric)))
-        except KeyError as exc:
+        except (KeyError, ValueError) as exc:  # an unknown key or metric, a mixed group
             print(f"pruneplug sweep: {exc.args[0]}", file=sys.stderr)
             return 2
     return 1 if results.failed else 0

@@ -130,17 +130,61 @@ class Results:
         return rows
 
     def summary(
-        self, group_by: str | Iterable[str], metric: str = "accuracy"
+        self,
+        group_by: str | Iterable[str],
+        metric: str = "accuracy",
+        *,
+        over: str | Iterable[str] = "seed",
     ) -> list[dict[str, Any]]:
         """Mean, sample standard deviation, 95 % half-width and count of ``metric`` per group.
 
         Over the successful trials. ``group_by`` is one config key or several; each row is
         ``{key: value, ..., "metric": metric, "mean": ..., "std": ..., "ci95": ..., "n": ...}``
-        (:func:`spread`; ``std`` and ``ci95`` are ``None`` for a group of one). Axes that vary
-        but are not in ``group_by`` are pooled: group by them too to keep them apart.
+        (:func:`spread`; ``std`` and ``ci95`` are ``None`` for a group of one). ``over`` names
+        the keys a group pools (the seeds, by default).
+
+        Raises ``ValueError`` when a key that is in neither varies within a group: a mean over
+        two amounts or two scorers is rarely meant, so group by it too, or name it in ``over``.
         Raises ``KeyError`` naming the keys there are when a key or the metric is unknown.
         """
-        keys = [group_by] if isinstance(group_by, str) else list(group_by)
+        return [
+            {
+                **dict(zip(self._keys(group_by), values, strict=True)),
+                "metric": metric,
+                "mean": s.mean,
+                "std": s.std,
+                "ci95": s.ci95,
+                "n": s.n,
+            }
+            for values, s in self._groups(group_by, metric, over)
+        ]
+
+    def spreads(
+        self,
+        group_by: str | Iterable[str],
+        metric: str = "accuracy",
+        *,
+        over: str | Iterable[str] = "seed",
+    ) -> dict[Any, Spread]:
+        """The :meth:`summary` as a dict, for claims and plots: group -> :class:`Spread`.
+
+        A group is the value of its key when ``group_by`` is one key, else the tuple of values
+        (``results.spreads(["scorer", "amount"])[("magnitude", 0.9)].ci95``).
+        """
+        single = isinstance(group_by, str)
+        return {
+            (values[0] if single else tuple(values)): s
+            for values, s in self._groups(group_by, metric, over)
+        }
+
+    @staticmethod
+    def _keys(names: str | Iterable[str]) -> list[str]:
+        return [names] if isinstance(names, str) else list(names)
+
+    def _groups(
+        self, group_by: str | Iterable[str], metric: str, over: str | Iterable[str]
+    ) -> list[tuple[list[Any], Spread]]:
+        keys, pooled = self._keys(group_by), set(self._keys(over))
         config_keys = {k for r in self.records for k in r["config"]}
         metric_keys = {k for r in self.ok for k in r["metrics"]}
         for key in keys:
@@ -152,19 +196,31 @@ class Results:
             raise KeyError(
                 f"no metric {metric!r}; the metrics are {', '.join(sorted(metric_keys))}"
             )
-        groups: dict[str, tuple[list[Any], list[float]]] = {}
+        groups: dict[str, tuple[list[Any], list[Record]]] = {}
         for r in self.ok:
             if r["metrics"].get(metric) is None:
                 continue
             values = [r["config"].get(k) for k in keys]
-            groups.setdefault(canonical_json(values), (values, []))[1].append(r["metrics"][metric])
-        rows = []
-        for _, (values, numbers) in sorted(groups.items()):
-            s = spread(numbers)
-            row = dict(zip(keys, values, strict=True))
-            row.update(metric=metric, mean=s.mean, std=s.std, ci95=s.ci95, n=s.n)
-            rows.append(row)
-        return rows
+            groups.setdefault(canonical_json(values), (values, []))[1].append(r)
+        mixed = sorted(
+            {
+                key
+                for key in config_keys - set(keys) - pooled
+                for _, members in groups.values()
+                if len({canonical_json(m["config"].get(key)) for m in members}) > 1
+            }
+        )
+        if mixed:
+            names = ", ".join(mixed)
+            raise ValueError(
+                f"grouped by {keys}, each group would pool trials that differ in {names}, not "
+                f"only in {sorted(pooled)}: add {names} to group_by, or to over= if a mean over "
+                "them is what you want"
+            )
+        return [
+            (values, spread([r["metrics"][metric] for r in members]))
+            for _, (values, members) in sorted(groups.items())
+        ]
 
     def __str__(self) -> str:
         return format_table(self.to_rows())

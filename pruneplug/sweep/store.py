@@ -33,18 +33,27 @@ class StoreWarning(UserWarning):
     """Part of a results file could not be read; the rest was kept."""
 
 
+#: the store name that keeps records in memory only (as SQLite's ``":memory:"``): for notebooks
+#: and tests whose sweeps are small enough to rerun, and which must not leave files behind
+MEMORY = ":memory:"
+
+
 class ResultsStore:
-    """Append-only JSON Lines file of trial records, keyed by config hash (latest wins)."""
+    """Append-only JSON Lines file of trial records, keyed by config hash (latest wins).
+
+    ``ResultsStore(":memory:")`` keeps the records in memory only: nothing is read or written,
+    so nothing survives the process.
+    """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path: Path | None = None if str(path) == MEMORY else Path(path)
         self.records: dict[str, Record] = {}
         self.load()
 
     def load(self) -> dict[str, Record]:
         """Read the file: complete records by key. A torn last line is cut off (saved aside)."""
         self.records = {}
-        if not self.path.exists():
+        if self.path is None or not self.path.exists():
             return self.records
         data = self.path.read_bytes()
         end = len(data)
@@ -89,12 +98,13 @@ class ResultsStore:
 
     def append(self, record: Record) -> None:
         """Write one record as one line and fsync it, before anything else happens."""
-        line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write(line)
-            file.flush()
-            os.fsync(file.fileno())
+        if self.path is not None:
+            line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as file:
+                file.write(line)
+                file.flush()
+                os.fsync(file.fileno())
         self.records[record["key"]] = record
 
     def get(self, key: str) -> Record | None:
