@@ -18,6 +18,7 @@ from pruneplug.sweep import (
     StoreWarning,
     Sweep,
     SweepConfigError,
+    bench,
     config_hash,
     run,
     toy_trial,
@@ -305,3 +306,19 @@ def test_ray_gives_the_same_table(tmp_path: Path) -> None:
     ray = run(sweep, backend="ray", workers=2, store=tmp_path / "b.jsonl", progress=False)
     assert ray.to_rows(timing=False) == here.to_rows(timing=False)
     assert [r["metrics"]["score"] for r in ray.records] == [2, 4, 6]
+
+
+def test_bench_sweep_reports_every_backend(capsys: pytest.CaptureFixture) -> None:
+    from pruneplug.cli import main
+
+    assert main(["bench", "sweep", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep of 8 toy trials" in out and "overhead ms/trial" in out
+    rows = bench(quick=True)
+    expected = {"inprocess", "pool"} | ({"ray"} if importlib.util.find_spec("ray") else set())
+    assert set(rows) == expected
+    assert rows["inprocess"]["workers"] == 1 and rows["pool"]["workers"] >= 1
+    for row in rows.values():
+        assert row["start_s"] >= 0 and row["cold_s"] > 0 and row["warm_s"] > 0
+        assert row["per_min"] == pytest.approx(60 * 8 / row["warm_s"])
+    assert rows["inprocess"]["speedup"] == 1

@@ -47,7 +47,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("config", help="the sweep's TOML file")
     parser.add_argument("--backend", choices=BACKENDS, default="pool", help="default: pool")
-    parser.add_argument("--workers", type=int, help="processes / tasks in flight (default: cores)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="processes / Ray tasks in flight (default: this machine's cores; Ray: the cluster's CPUs)",
+    )
     parser.add_argument("--store", help="results file (default: the config's store)")
     parser.add_argument(
         "--retry-failed", action="store_true", help="run trials recorded as failed again"

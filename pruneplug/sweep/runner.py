@@ -14,8 +14,9 @@ resumes with nothing lost and nothing done twice.
   killed it for memory, a segfault) the trials then running are known: each is retried in a
   fresh pool, up to ``max_retries`` times, then recorded as failed (``WorkerCrashed``).
 * ``"ray"`` - Ray tasks (``pip install "pruneplug[ray]"``), one CPU each, on the cluster at
-  ``RAY_ADDRESS`` or on a local Ray started (and stopped) for the sweep; Ray retries tasks
-  whose worker died ``max_retries`` times.
+  ``RAY_ADDRESS`` or on a local Ray started (and stopped) for the sweep; at most ``workers``
+  in flight (default: the cluster's CPUs); Ray retries tasks whose worker died ``max_retries``
+  times, and the tasks in flight when the sweep stops early are cancelled.
 """
 
 from __future__ import annotations
@@ -145,14 +146,16 @@ def _crashed(job: Job, crashes: int) -> Record:
     return _record(job, "failed", None, error, 0.0)
 
 
-def run_inprocess(jobs: list[Job], workers: int, max_retries: int) -> Iterator[Record]:
+def run_inprocess(jobs: list[Job], workers: int | None, max_retries: int) -> Iterator[Record]:
     """Run the jobs one after another in this process."""
     for job in jobs:
         yield execute(job)
 
 
-def run_pool(jobs: list[Job], workers: int, max_retries: int) -> Iterator[Record]:
-    """Run the jobs on a process pool, at most ``workers`` in flight; retry after a crash."""
+def run_pool(jobs: list[Job], workers: int | None, max_retries: int) -> Iterator[Record]:
+    """Run the jobs on a process pool, at most ``workers`` in flight (default: the usable
+    cores); retry after a crash."""
+    workers = workers or default_workers()
     todo = list(jobs)
     crashes: dict[str, int] = {}
     while todo:
@@ -208,8 +211,13 @@ def _ray_execute(job: Job) -> Record:
     return execute(job)
 
 
-def run_ray(jobs: list[Job], workers: int, max_retries: int) -> Iterator[Record]:
-    """Run the jobs as Ray tasks (one CPU each), at most ``workers`` in flight."""
+def run_ray(jobs: list[Job], workers: int | None, max_retries: int) -> Iterator[Record]:
+    """Run the jobs as Ray tasks (one CPU each), at most ``workers`` in flight (default: the
+    CPUs of the whole cluster, not of this machine).
+
+    When the sweep stops early (Ctrl-C, an error in the driver), the tasks still in flight are
+    cancelled, so a shared cluster does not keep running trials whose results nobody collects.
+    """
     ray = _import_ray()
     started = not ray.is_initialized()
     if started:  # connects to RAY_ADDRESS when set, else starts a local Ray
@@ -219,9 +227,10 @@ def run_ray(jobs: list[Job], workers: int, max_retries: int) -> Iterator[Record]
             ray.shutdown()  # stop the processes a failed start left behind
             raise
     task = ray.remote(num_cpus=1, max_retries=max_retries)(_ray_execute)
+    workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    flying: dict[Any, Job] = {}
     try:
         queue = iter(jobs)
-        flying: dict[Any, Job] = {}
         for job in queue:
             flying[task.remote(job)] = job
             if len(flying) >= workers:
@@ -240,11 +249,13 @@ def run_ray(jobs: list[Job], workers: int, max_retries: int) -> Iterator[Record]
             if next_job is not None:
                 flying[task.remote(next_job)] = next_job
     finally:
+        for ref in flying:  # stopped early: nobody will collect these
+            ray.cancel(ref, force=True)
         if started:
             ray.shutdown()
 
 
-RUNNERS: dict[str, Callable[[list[Job], int, int], Iterator[Record]]] = {
+RUNNERS: dict[str, Callable[[list[Job], int | None, int], Iterator[Record]]] = {
     "inprocess": run_inprocess,
     "pool": run_pool,
     "ray": run_ray,
@@ -265,7 +276,8 @@ def run(
 
     Args:
         backend: ``"inprocess"``, ``"pool"`` (default) or ``"ray"``.
-        workers: processes (pool) or tasks in flight (Ray); default: the usable cores.
+        workers: processes (pool) or tasks in flight (Ray); default: the usable cores of this
+            machine (pool), the CPUs of the cluster (Ray).
         store: results file; default: the sweep's ``store``, else ``sweep-results.jsonl``
             (relative to the current folder).
         retry_failed: run trials recorded as failed again (otherwise they count as done).
@@ -282,8 +294,9 @@ def run(
         raise ValueError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries={max_retries!r}: give a whole number >= 0")
-    workers = default_workers() if workers is None else workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
         raise ValueError(f"workers={workers!r}: give a whole number >= 1")
     if isinstance(sweep, (str, Path)):
         sweep = Sweep.from_toml(sweep)
