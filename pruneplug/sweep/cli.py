@@ -50,7 +50,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers",
         type=int,
-        help="processes / Ray tasks in flight (default: this machine's cores; Ray: the cluster's CPUs)",
+        help="processes / Ray tasks in flight (default: this machine's cores; Ray: all CPUs)",
     )
     parser.add_argument("--store", help="results file (default: the config's store)")
     parser.add_argument(
