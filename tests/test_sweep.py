@@ -239,22 +239,34 @@ def test_rerun_does_nothing_twice_and_retries_failed_only_when_asked(tmp_path: P
     assert len(Results.load(store).records) == 3  # the later record of a key wins
 
 
-def test_killed_worker_is_retried_and_raising_trial_recorded(tmp_path: Path) -> None:
+NEEDS_RAY = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason='needs `pip install "pruneplug[ray]"`'
+)
+
+
+@pytest.mark.parametrize(
+    "backend", ["pool", pytest.param("ray", marks=[pytest.mark.slow, NEEDS_RAY])]
+)
+def test_killed_worker_is_retried_and_raising_trial_recorded(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # workers import the trial by module name: let them (and a local Ray) find this file
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     fixed = {"dir": str(tmp_path), "kill_x": 2, "raise_x": 3}
     sweep = Sweep(trial=killing_trial, axes={"x": [0, 1, 2, 3, 4]}, fixed=fixed)
     store = tmp_path / "results.jsonl"
-    first = run(sweep, backend="pool", workers=2, store=store, progress=False)
+    first = run(sweep, backend=backend, workers=2, store=store, progress=False)
     assert _statuses(first) == {0: "ok", 1: "ok", 2: "ok", 3: "failed", 4: "ok"}
     assert first.failed[0]["error"]["message"] == "raised on purpose"
-    assert calls(tmp_path, 2) == 2  # killed, then retried in a fresh pool
+    assert calls(tmp_path, 2) == 2  # killed, then retried (a fresh pool; Ray's task retry)
     assert len(ResultsStore(store).records) == 5
     before = calls(tmp_path)
-    again = run(sweep, backend="pool", workers=2, store=store, progress=False)
+    again = run(sweep, backend=backend, workers=2, store=store, progress=False)
     assert (again.ran, again.cached, calls(tmp_path)) == (0, 5, before)  # nothing twice
 
     always = {"dir": str(tmp_path), "kill_x": 6, "always": True}
     sweep = Sweep(trial=killing_trial, axes={"x": [6, 7]}, fixed=always)
-    gave_up = run(sweep, backend="pool", workers=1, store=store, max_retries=1, progress=False)
+    gave_up = run(sweep, backend=backend, workers=1, store=store, max_retries=1, progress=False)
     assert _statuses(gave_up) == {6: "failed", 7: "ok"}
     assert gave_up.failed[0]["error"]["type"] == "WorkerCrashed"
     assert (calls(tmp_path, 6), calls(tmp_path, 7)) == (2, 1)  # one try and one retry
@@ -297,9 +309,7 @@ def test_standard_trial_one_epoch_mlp(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None, reason='needs `pip install "pruneplug[ray]"`'
-)
+@NEEDS_RAY
 def test_ray_gives_the_same_table(tmp_path: Path) -> None:
     sweep = Sweep(trial=toy_trial, axes={"x": [1, 2, 3], "y": [2]}, fixed={"work": 10})
     here = run(sweep, backend="inprocess", store=tmp_path / "a.jsonl", progress=False)
@@ -322,28 +332,3 @@ def test_bench_sweep_reports_every_backend(capsys: pytest.CaptureFixture) -> Non
         assert row["start_s"] >= 0 and row["cold_s"] > 0 and row["warm_s"] > 0
         assert row["per_min"] == pytest.approx(60 * 8 / row["warm_s"])
     assert rows["inprocess"]["speedup"] == 1
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None, reason='needs `pip install "pruneplug[ray]"`'
-)
-def test_ray_retries_a_killed_worker_and_records_a_raising_trial(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Ray workers import the trial by module name: let the local Ray they inherit from find it
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
-    fixed = {"dir": str(tmp_path), "kill_x": 2, "raise_x": 3}
-    sweep = Sweep(trial=killing_trial, axes={"x": [0, 1, 2, 3]}, fixed=fixed)
-    store = tmp_path / "results.jsonl"
-    first = run(sweep, backend="ray", workers=2, store=store, progress=False)
-    assert _statuses(first) == {0: "ok", 1: "ok", 2: "ok", 3: "failed"}
-    assert first.failed[0]["error"]["message"] == "raised on purpose"
-    assert calls(tmp_path, 2) == 2  # killed, then retried by Ray
-    always = {"dir": str(tmp_path), "kill_x": 6, "always": True}
-    sweep = Sweep(trial=killing_trial, axes={"x": [6, 7]}, fixed=always)
-    gave_up = run(sweep, backend="ray", workers=1, store=store, max_retries=1, progress=False)
-    assert _statuses(gave_up) == {6: "failed", 7: "ok"}
-    assert gave_up.failed[0]["error"]["type"] == "WorkerCrashed"
-    assert (calls(tmp_path, 6), calls(tmp_path, 7)) == (2, 1)  # one try and one retry
-    assert len(ResultsStore(store).records) == 6  # nothing lost
