@@ -6,6 +6,8 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -332,3 +334,20 @@ def test_bench_sweep_reports_every_backend(capsys: pytest.CaptureFixture) -> Non
         assert row["start_s"] >= 0 and row["cold_s"] > 0 and row["warm_s"] > 0
         assert row["per_min"] == pytest.approx(60 * 8 / row["warm_s"])
     assert rows["inprocess"]["speedup"] == 1
+
+
+def test_pool_from_an_unguarded_script_names_the_fix(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from pruneplug.sweep import Sweep, run\n"
+        "sweep = Sweep(trial='pruneplug.sweep:toy_trial', axes={'x': [1, 2], 'y': [1]})\n"
+        "run(sweep, store=':memory:', workers=2, progress=False)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]  # the driver's error, after the workers'
+    assert last.startswith("pruneplug.sweep.runner.PoolStartError: the process pool's workers")
+    assert 'put the call under `if __name__ == "__main__":`' in last
+    assert "leaked" not in done.stderr and "An attempt has been made" not in done.stderr

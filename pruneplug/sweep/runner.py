@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import multiprocessing
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -108,13 +109,20 @@ def _elapsed(start: float) -> float:
     return round(time.perf_counter() - start, 6)
 
 
-def init_worker() -> None:
-    """Worker initializer: one PyTorch (and OpenMP/MKL) thread per worker process."""
+def init_worker(started: Any = None) -> None:
+    """Worker initializer: one PyTorch (and OpenMP/MKL) thread per worker process.
+
+    ``started`` (a shared counter) counts the workers that got this far, past importing the
+    main module: a pool that breaks with none started failed to start, not in a trial.
+    """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     import torch
 
     torch.set_num_threads(1)
+    if started is not None:
+        with started.get_lock():
+            started.value += 1
 
 
 def default_workers() -> int:
@@ -123,6 +131,19 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+class PoolStartError(RuntimeError):
+    """The pool's worker processes died while starting, before running any trial."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the process pool's workers died while starting, before running any trial (their "
+            "tracebacks are above). Most often a script calls run() at its top level: each "
+            "worker imports the main script again, so put the call under "
+            '`if __name__ == "__main__":`. Or use backend="inprocess" to see any other '
+            "problem in this process"
+        )
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -156,12 +177,20 @@ def run_pool(jobs: list[Job], workers: int | None, max_retries: int) -> Iterator
     """Run the jobs on a process pool, at most ``workers`` in flight (default: the usable
     cores); retry after a crash."""
     workers = workers or default_workers()
+    if sys.modules.get("__mp_main__", sys.modules["__main__"]) is not sys.modules["__main__"]:
+        # a new worker is importing the main script (as __mp_main__), and the script runs the
+        # sweep at its top level: stop here, before starting processes from a worker
+        raise PoolStartError()
     todo = list(jobs)
     crashes: dict[str, int] = {}
+    context = _context()
+    started = context.Value("i", 0)
     while todo:
         retry: list[Job] = []
         size = min(workers, len(todo))
-        executor = ProcessPoolExecutor(size, mp_context=_context(), initializer=init_worker)
+        executor = ProcessPoolExecutor(
+            size, mp_context=context, initializer=init_worker, initargs=(started,)
+        )
         queue = iter(todo)
         flying: dict[Future, Job] = {}
         try:
@@ -176,6 +205,8 @@ def run_pool(jobs: list[Job], workers: int | None, max_retries: int) -> Iterator
                     try:
                         record = future.result()
                     except BrokenProcessPool:
+                        if started.value == 0:
+                            raise PoolStartError() from None
                         crashes[job.key] = crashes.get(job.key, 0) + 1
                         if crashes[job.key] > max_retries:
                             yield _crashed(job, crashes[job.key])
