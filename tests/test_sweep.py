@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -351,3 +353,24 @@ def test_pool_from_an_unguarded_script_names_the_fix(tmp_path: Path) -> None:
     assert last.startswith("pruneplug.sweep.runner.PoolStartError: the process pool's workers")
     assert 'put the call under `if __name__ == "__main__":`' in last
     assert "leaked" not in done.stderr and "An attempt has been made" not in done.stderr
+
+
+def sleepy_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps ``config["sleep"]`` seconds."""
+    time.sleep(config["sleep"])
+    return {"slept": config["sleep"]}
+
+
+def test_ctrl_c_returns_at_once_and_keeps_finished_trials(tmp_path: Path) -> None:
+    sweep = Sweep(trial=sleepy_trial, axes={"sleep": [0.0, 0.01, 40.0, 41.0]})
+    store = tmp_path / "results.jsonl"
+    # Ctrl-C, once the pool runs, to this process only (as a notebook's "interrupt the kernel")
+    interrupt = threading.Timer(10.0, os.kill, (os.getpid(), signal.SIGINT))
+    interrupt.start()
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run(sweep, backend="pool", workers=2, store=store, progress=False)
+    assert time.perf_counter() - start < 30  # not the 40 s the running trials still need
+    interrupt.cancel()
+    kept = [r["config"]["sleep"] for r in ResultsStore(store).records.values()]
+    assert sorted(kept) == [0.0, 0.01]  # finished before Ctrl-C, so written at once

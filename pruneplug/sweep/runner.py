@@ -222,8 +222,12 @@ def run_pool(jobs: list[Job], workers: int | None, max_retries: int) -> Iterator
                     except BrokenProcessPool:  # broke after this job finished: a fresh pool
                         retry.append(next_job)  # runs it (it never started, so no crash)
             retry += list(queue)  # not started when the pool broke
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            # Ctrl-C (or the caller stopped early): return at once. Queued trials are cancelled;
+            # running ones finish in the background unrecorded, and a rerun does them again.
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        executor.shutdown(wait=True)
         todo = retry
 
 
