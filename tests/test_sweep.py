@@ -374,3 +374,12 @@ def test_ctrl_c_returns_at_once_and_keeps_finished_trials(tmp_path: Path) -> Non
     interrupt.cancel()
     kept = [r["config"]["sleep"] for r in ResultsStore(store).records.values()]
     assert sorted(kept) == [0.0, 0.01]  # finished before Ctrl-C, so written at once
+
+
+def test_tables_sort_numbers_as_numbers() -> None:
+    sweep = Sweep(trial=score_trial, axes={"x": [10, 2, 1.5], "seed": [10, 2]})
+    results = run(sweep, backend="inprocess", store=":memory:", progress=False)
+    assert [(r["seed"], r["x"]) for r in results.to_rows()] == [  # by key: seed, then x
+        (2, 1.5), (2, 2), (2, 10), (10, 1.5), (10, 2), (10, 10)
+    ]  # fmt: skip
+    assert [row["x"] for row in results.summary("x", "score")] == [1.5, 2, 10]

@@ -1,7 +1,8 @@
 """A sweep's results as records and as a plain table (a list of dicts; pandas is not needed).
 
-Records are sorted by their config's canonical JSON, so the same sweep gives the same table on
-every backend, whatever order the trials finished in. ``pandas.DataFrame(results.to_rows())``
+Records are sorted by their config (:func:`order`: numbers as numbers, so seed 2 comes before
+seed 10), so the same sweep gives the same table on every backend, whatever order the trials
+finished in. ``pandas.DataFrame(results.to_rows())``
 turns the table into a data frame for those who have pandas.
 """
 
@@ -16,6 +17,21 @@ from typing import Any
 
 from .spec import canonical_json
 from .store import Record, ResultsStore
+
+
+def order(value: Any) -> tuple[Any, ...]:
+    """A sort key for config values and configs: numbers by value (not by their text, which
+    would put 10 before 2), then strings, then anything else by its canonical JSON; a dict by
+    its sorted items, a list item by item."""
+    if isinstance(value, dict):
+        return (3, tuple((key, order(value[key])) for key in sorted(value)))
+    if isinstance(value, (list, tuple)):
+        return (2, tuple(order(item) for item in value))
+    if isinstance(value, (int, float)):  # bools too (False < True)
+        return (0, value)
+    if isinstance(value, str):
+        return (1, value)
+    return (4, canonical_json(value))
 
 
 def _cell(value: Any) -> str:
@@ -90,7 +106,7 @@ class Results:
     cached: int = 0
 
     def __post_init__(self) -> None:
-        self.records = sorted(self.records, key=lambda r: canonical_json(r["config"]))
+        self.records = sorted(self.records, key=lambda r: order(r["config"]))
 
     @classmethod
     def load(cls, path: str | Path) -> Results:
@@ -219,7 +235,7 @@ class Results:
             )
         return [
             (values, spread([r["metrics"][metric] for r in members]))
-            for _, (values, members) in sorted(groups.items())
+            for values, members in sorted(groups.values(), key=lambda group: order(group[0]))
         ]
 
     def __str__(self) -> str:

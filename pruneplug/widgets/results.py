@@ -24,7 +24,7 @@ import ipywidgets as w
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..sweep.results import Results, format_table, spread
+from ..sweep.results import Results, format_table, order, spread
 from ..sweep.spec import canonical_json
 from ..sweep.store import Record
 from .explorer import figure_png
@@ -173,7 +173,7 @@ class ResultsExplorer:
         )
         self.filters: dict[str, w.SelectMultiple] = {}
         for key in self.axes:
-            options = sorted({_option(v) for v in values[key]}, key=canonical_json)
+            options = sorted({_option(v) for v in values[key]}, key=order)
             self.filters[key] = w.SelectMultiple(
                 options=[(_label(v), v) for v in options],
                 value=options,
@@ -255,7 +255,7 @@ class ResultsExplorer:
             key_values = [config.get(k) for k in self.group_keys]
             groups.setdefault(canonical_json(key_values), (key_values, []))[1].append(record)
         rows = []
-        for key_values, records in (groups[k] for k in sorted(groups)):
+        for key_values, records in sorted(groups.values(), key=lambda group: order(group[0])):
             pairs = [(self._value(r, x), self._value(r, y)) for r in records]
             pairs = [(a, b) for a, b in pairs if _number(a) and _number(b)]
             if not pairs:  # no trial of this point reports both metrics
