@@ -22,6 +22,7 @@ from pruneplug.sweep import (
     StoreWarning,
     Sweep,
     SweepConfigError,
+    TrialError,
     bench,
     config_hash,
     run,
@@ -165,6 +166,9 @@ y = [3, 5]
     assert sweep_main([str(config), "--backend", "inprocess", "--group-by", "x"]) == 2
     assert "no metric 'accuracy'; the metrics are score" in capsys.readouterr().err
     assert calls(tmp_path) == 4  # the second command ran nothing
+    config.write_text(config.read_text().replace("x = [1, 2]", "x = [1, -1]"))
+    assert sweep_main([str(config), "--backend", "inprocess", "--stop-on-error"]) == 1
+    assert "failed with ValueError: x=-1 is cursed" in capsys.readouterr().err
     config.write_text('[sweep]\ntrial = "nowhere:nothing"\nmode = "grid"\n[axes]\nx = 1\n')
     assert sweep_main([str(config), "--backend", "inprocess"]) == 2
     assert "cannot import 'nowhere'" in capsys.readouterr().err
@@ -383,3 +387,25 @@ def test_tables_sort_numbers_as_numbers() -> None:
         (2, 1.5), (2, 2), (2, 10), (10, 1.5), (10, 2), (10, 10)
     ]  # fmt: skip
     assert [row["x"] for row in results.summary("x", "score")] == [1.5, 2, 10]
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "pool"])
+def test_errors_raise_stops_at_the_first_failure_and_keeps_the_rest(
+    tmp_path: Path, backend: str
+) -> None:
+    sweep = Sweep(trial=counted_trial, axes={"x": [1, -1, 2]}, fixed={"y": 1, "dir": str(tmp_path)})
+    store = tmp_path / "results.jsonl"
+    with pytest.raises(TrialError, match=r"failed with ValueError: x=-1 is cursed") as caught:
+        run(sweep, backend=backend, workers=1, store=store, errors="raise", progress=False)
+    assert caught.value.record["config"]["x"] == -1
+    assert "counted_trial" in str(caught.value) and "Traceback" in str(caught.value)
+    assert ResultsStore(store).records[caught.value.record["key"]]["status"] == "failed"
+    # the failure is in the store: errors="raise" stops on it again without running anything
+    before = calls(tmp_path)
+    with pytest.raises(TrialError, match="x=-1 is cursed"):
+        run(sweep, backend=backend, workers=1, store=store, errors="raise", progress=False)
+    assert calls(tmp_path) == before
+    recorded = run(sweep, backend=backend, workers=1, store=store, progress=False)
+    assert sorted(r["config"]["x"] for r in recorded.ok) == [1, 2]  # the default goes on
+    with pytest.raises(ValueError, match="errors='ignore': use 'record' or 'raise'"):
+        run(sweep, store=store, errors="ignore")

@@ -17,19 +17,21 @@ a rerun skips what is done, an interrupted one resumes. See ``pruneplug sweep --
 
 from .bench import bench, toy_trial
 from .results import Results, Spread, format_table, spread, t_quantile
-from .runner import BACKENDS, run
+from .runner import BACKENDS, PoolStartError, TrialError, run
 from .spec import Sweep, SweepConfigError, config_hash
 from .standard import standard_trial
 from .store import ResultsStore, StoreWarning
 
 __all__ = [
     "BACKENDS",
+    "PoolStartError",
     "Results",
     "ResultsStore",
     "Spread",
     "StoreWarning",
     "Sweep",
     "SweepConfigError",
+    "TrialError",
     "bench",
     "config_hash",
     "format_table",

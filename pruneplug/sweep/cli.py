@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from .results import format_table
-from .runner import BACKENDS, run
+from .runner import BACKENDS, TrialError, run
 from .spec import Sweep, SweepConfigError, flatten
 
 EXAMPLE = """\
@@ -59,6 +59,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-retries", type=int, default=2, help="retries of a trial whose worker died"
     )
+    parser.add_argument(
+        "--stop-on-error",
+        action="store_true",
+        help="stop at the first trial that raises (default: record it and go on)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="validate and list the trials")
     parser.add_argument(
         "--group-by",
@@ -90,11 +95,15 @@ def command(args: argparse.Namespace) -> int:
             store=args.store,
             retry_failed=args.retry_failed,
             max_retries=args.max_retries,
+            errors="raise" if args.stop_on_error else "record",
             progress=not args.no_progress,
         )
     except SweepConfigError as exc:
         print(f"pruneplug sweep: {exc}", file=sys.stderr)
         return 2
+    except TrialError as exc:
+        print(f"pruneplug sweep: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "pruneplug sweep: interrupted; finished trials are saved, rerun to resume",

@@ -6,7 +6,8 @@ the sweep goes on), and the driver appends each record to the store the moment i
 So a rerun skips what is done, and an interrupted sweep (Ctrl-C, a crash, a killed worker)
 resumes with nothing lost and nothing done twice.
 
-* ``"inprocess"`` - a loop here: for tests, notebooks and debugging (``pdb`` works).
+* ``"inprocess"`` - a loop here: for tests, notebooks and debugging (with ``errors="raise"``
+  the first failure stops the sweep and shows its traceback).
 * ``"pool"`` - :class:`concurrent.futures.ProcessPoolExecutor` with the ``forkserver`` start
   method where there is one (else ``spawn``; never ``fork``, which is unsafe once torch has
   started threads), ``workers`` processes (default: the cores this process may use), each with
@@ -131,6 +132,22 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+class TrialError(RuntimeError):
+    """A trial raised, and the sweep ran with ``errors="raise"``: the trial's record (in
+    ``.record``) and every trial finished before it are in the store."""
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        error = record["error"] or {}
+        super().__init__(
+            f"trial {record['trial']} failed with {error.get('type')}: {error.get('message')}\n"
+            f"  config: {record['config']}\n"
+            "The sweep stopped here (errors='raise'); finished trials are in the store, and "
+            "retry_failed=True runs this one again. To debug it, call the trial on this config "
+            f"in this process. Its traceback:\n{error.get('traceback', '')}"
+        )
 
 
 class PoolStartError(RuntimeError):
@@ -305,6 +322,7 @@ def run(
     store: str | Path | None = None,
     retry_failed: bool = False,
     max_retries: int = 2,
+    errors: str = "record",
     progress: bool = True,
 ) -> Results:
     """Validate and run a sweep (a :class:`Sweep` or a TOML path); return its records.
@@ -318,6 +336,10 @@ def run(
         retry_failed: run trials recorded as failed again (otherwise they count as done).
         max_retries: how often a trial whose worker died is retried before it is recorded as
             failed.
+        errors: ``"record"`` (default): a trial that raises is recorded as failed and the sweep
+            goes on, as a long sweep should; ``"raise"``: the first failed trial (run now, or
+            found in the store) stops the sweep with a :class:`TrialError` carrying its
+            record and traceback - what a notebook or a test wants.
         progress: show a progress bar of trials done, failed and cached.
 
     Raises :class:`~pruneplug.sweep.spec.SweepConfigError` listing every problem before any
@@ -327,6 +349,8 @@ def run(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
+    if errors not in ("record", "raise"):
+        raise ValueError(f"errors={errors!r}: use 'record' or 'raise'")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries={max_retries!r}: give a whole number >= 0")
     if workers is not None and (
@@ -350,6 +374,8 @@ def run(
             jobs.append(Job(key, sent, name, config))
     records = list(cached)
     failed = sum(r["status"] == "failed" for r in cached)
+    if errors == "raise" and failed:
+        raise TrialError(next(r for r in cached if r["status"] == "failed"))
     bar = tqdm(total=len(configs), initial=len(cached), disable=not progress, unit="trial")
     bar.set_postfix(failed=failed, cached=len(cached))
     try:
@@ -359,6 +385,8 @@ def run(
             failed += record["status"] == "failed"
             bar.set_postfix(failed=failed, cached=len(cached))
             bar.update()
+            if errors == "raise" and record["status"] == "failed":
+                raise TrialError(record)
     finally:
         bar.close()
     return Results(records, ran=len(records) - len(cached), cached=len(cached))
