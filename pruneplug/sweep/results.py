@@ -2,8 +2,8 @@
 
 Records are sorted by their config (:func:`order`: numbers as numbers, so seed 2 comes before
 seed 10), so the same sweep gives the same table on every backend, whatever order the trials
-finished in. ``pandas.DataFrame(results.to_rows())``
-turns the table into a data frame for those who have pandas.
+finished in. ``pandas.DataFrame(results.to_rows())`` turns the table into a data frame for
+those who have pandas.
 """
 
 from __future__ import annotations
