@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable, Sized
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -111,6 +112,17 @@ def forward_on(model: nn.Module, inputs: Tensor) -> Tensor:
     """
     output = model(inputs.to(model_device(model, default=inputs.device)))
     return output.to(inputs.device)
+
+
+def derived_seed(seed: int, *keys: int) -> int:
+    """The seed of part ``keys`` of a run seeded ``seed`` (round ``r`` of a schedule: ``(r,)``).
+
+    Independent of every other ``(seed, keys)``, unlike ``seed + r``, with which round 1 of seed
+    0 would replay round 0 of seed 1 and runs "with different seeds" would share batch orders.
+    NumPy's :class:`~numpy.random.SeedSequence` hashes the pair into a well-mixed 63-bit seed.
+    """
+    state = np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1))
 
 
 def make_loader(data: Data, batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:

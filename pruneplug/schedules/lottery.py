@@ -35,7 +35,7 @@ from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
 from ..contracts import LossFn, layer_tensor
-from ..engine import Data, History, format_cell, pick_device, train
+from ..engine import Data, History, derived_seed, format_cell, pick_device, train
 from ..plumbing import model_device, prunable_targets, prunable_tensors
 from .steps import Pruned, PrunerLike, ScorerLike, Step, check_count, require_mask_pruner
 
@@ -208,9 +208,9 @@ def lottery_ticket(
     ``seed``), keeping its weights :math:`\theta_k` after ``rewind_epoch`` epochs; then, in each
     of ``rounds`` rounds, prunes the fraction ``rate`` (:math:`p`) of the weights still alive,
     rewinds the survivors to :math:`m_r \odot \theta_k` and retrains ``epochs - rewind_epoch``
-    epochs (seed ``seed + r``). The sparsity after round :math:`r` is :math:`1 - (1-p)^r`
-    (``rate=0.2``: 20, 36, 48.8, 59, 67.2 % in 5 rounds; 10 rounds: 89.3 %). ``model`` itself is
-    never changed; the same ``seed`` gives the same ticket (on one machine).
+    epochs (seed ``derived_seed(seed, r)``). The sparsity after round :math:`r` is
+    :math:`1 - (1-p)^r` (``rate=0.2``: 20, 36, 48.8, 59, 67.2 % in 5 rounds; 10 rounds: 89.3 %).
+    ``model`` itself is never changed; the same ``seed`` gives the same ticket (on one machine).
 
     Args:
         model: the dense network as initialised (:math:`\theta_0`); not already pruned.
@@ -298,7 +298,12 @@ def lottery_ticket(
     for r in tqdm(range(1, rounds + 1), desc="rounds", disable=not progress):
         masks.append(keep_masks(step(trained, 1 - (1 - rate) ** r)))
         trained = with_mask(dense, rewind_state, masks[-1])
-        retrain = {"data": data, "epochs": epochs - rewind_epoch, "seed": seed + r, **common}
+        retrain = {
+            "data": data,
+            "epochs": epochs - rewind_epoch,
+            "seed": derived_seed(seed, r),
+            **common,
+        }
         histories.append(train(trained, **retrain))
     return Ticket(
         model=trained,

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..contracts import Batch, LossFn, Scores, prunable_layers
-from ..engine import Data, evaluate, train
+from ..engine import Data, derived_seed, evaluate, train
 from .steps import PrunerLike, ScorerLike, Step, check_fraction
 
 
@@ -103,7 +103,7 @@ def heuristic(
                 data,
                 epochs=epochs_per_step,
                 loss_fn=loss_fn,
-                seed=seed + k,
+                seed=derived_seed(seed, k),
                 progress=False,
                 **train_kwargs,
             )

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..contracts import Batch, LossFn
-from ..engine import Data, History, pick_device, train
+from ..engine import Data, History, derived_seed, pick_device, train
 from ..recovery import combine, distillation_penalty
 from .steps import (
     Pruned,
@@ -65,9 +65,10 @@ def iterative(
 
     Round ``r`` prunes to ``sparsity_targets(amount, rounds, spacing)[r - 1]`` (see
     :func:`sparsity_targets`) and then trains ``epochs_per_round`` epochs on ``data`` with
-    :func:`pruneplug.engine.train` (seed ``seed + r``); other keywords (``lr``, ``batch_size``,
-    ``penalty``, ``val_data``...) go to ``train`` - e.g. ``lr=0.01`` for fine-tuning rates. The
-    histories are joined, epochs numbered through. Scorers are fed ``data`` (unshuffled).
+    :func:`pruneplug.engine.train` (seed ``derived_seed(seed, r)``); other keywords (``lr``,
+    ``batch_size``, ``penalty``, ``val_data``...) go to ``train`` - e.g. ``lr=0.01`` for
+    fine-tuning rates. The histories are joined, epochs numbered through. Scorers are fed
+    ``data`` (unshuffled).
     """
     check_fraction("amount", amount)
     targets = sparsity_targets(amount, rounds, spacing)
@@ -82,7 +83,7 @@ def iterative(
             data,
             epochs=epochs_per_round,
             loss_fn=loss_fn,
-            seed=seed + r,
+            seed=derived_seed(seed, r),
             progress=False,
             **train_kwargs,
         )
