@@ -332,6 +332,8 @@ def test_bench_sweep_reports_every_backend(capsys: pytest.CaptureFixture) -> Non
     assert main(["bench", "sweep", "--quick"]) == 0
     out = capsys.readouterr().out
     assert "sweep of 8 toy trials" in out and "overhead ms/trial" in out
+    table = {line.split()[0] for line in out.splitlines()[3:] if line.strip()}
+    assert {"inprocess", "pool"} <= table  # a row per backend measured
     rows = bench(quick=True)
     expected = {"inprocess", "pool"} | ({"ray"} if importlib.util.find_spec("ray") else set())
     assert set(rows) == expected
@@ -339,7 +341,9 @@ def test_bench_sweep_reports_every_backend(capsys: pytest.CaptureFixture) -> Non
     for row in rows.values():
         assert row["start_s"] >= 0 and row["cold_s"] > 0 and row["warm_s"] > 0
         assert row["per_min"] == pytest.approx(60 * 8 / row["warm_s"])
-    assert rows["inprocess"]["speedup"] == 1
+        assert row["overhead_ms"] == pytest.approx(
+            1000 * (row["warm_s"] * row["workers"] - rows["inprocess"]["warm_s"]) / 8
+        )
 
 
 def test_pool_from_an_unguarded_script_names_the_fix(tmp_path: Path) -> None:
