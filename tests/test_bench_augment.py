@@ -1,5 +1,9 @@
 """`pruneplug bench augment --quick`: runs every row and prints the table and the verdicts."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -74,3 +78,27 @@ def test_the_quick_benchmark_runs_on_a_gpu(capsys):
     out = capsys.readouterr().out
     assert torch.cuda.get_device_name() in out and "albumentations" in out
     assert "CPU only" in out  # albumentations is reported, not run
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
+    """tools/gpu-check times these variants to choose kernels: each must compute the same."""
+    script = Path(__file__).resolve().parent.parent / "tools" / "gpu_kernels.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--device", device],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    variants = {" ".join(row[1:-4]): row for row in rows}
+    assert set(variants) == {
+        "baddbmm (library)",
+        "broadcast sum",
+        "addcmul per channel",
+        "grouped conv2d (library)",
+        "separable, 2 grouped convs",
+        "eager (library)",
+    }, done.stdout
+    for row in rows:
+        assert float(row[-4]) > 0 and float(row[-1]) < 1e-4, row  # time, max |diff|

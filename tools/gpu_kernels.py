@@ -1,0 +1,181 @@
+"""Variants of the augmentation pipeline's hot passes, timed side by side on one device.
+
+Issue 15, item 2. On an H200, a 256 x 3 x 224 x 224 call of ``pruneplug bench augment``'s
+pipeline spent 23 % of its GPU time in the per-sample colour map (``baddbmm``: a batched GEMM
+for 3 x 3 matrices), 17 % in the blur (one grouped convolution) and 11 % in ``grid_sample``.
+Which replacement is faster is a measurement, not a guess (on CPU, three ``addcmul`` are slower
+than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
+
+* the colour map's final pass ``out = clamp(A x + t)``: ``baddbmm`` (the library's), a
+  broadcast multiply-and-sum, one ``addcmul`` per input channel, and the broadcast form
+  compiled by ``torch.compile`` (one generated kernel);
+* the 3 x 3 Gaussian blur: the library's grouped convolution, the same Gaussian as two 1-D
+  grouped convolutions (it is separable), and a compiled 9-tap stencil;
+* the whole pipeline, eager and under ``torch.compile``.
+
+Every variant is first checked against the library's output (max |difference| printed; a
+variant off by more than 1e-4 is reported, not timed). Times are medians of ``--repeats``
+calls, synchronised; GB/s counts one read and one write of the images, against a plain copy's
+bandwidth measured in the same run. ``tools/gpu-check`` runs it (step ``kernels``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from pruneplug_plugins.blur import filter_images
+from torch import Tensor
+from torch.nn import functional as F
+
+from pruneplug.benchmarks.augment import copy_bandwidth, pruneplug_pipeline
+
+TOLERANCE = 1e-4
+
+
+def median_ms(fn: Callable[[], Tensor], device: torch.device, repeats: int) -> float:
+    """Median time of ``fn()`` in milliseconds after 2 untimed calls (CUDA events on a GPU)."""
+    times = []
+    for i in range(repeats + 2):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            elapsed = start.elapsed_time(end)
+        else:
+            begin = time.perf_counter()
+            fn()
+            elapsed = 1e3 * (time.perf_counter() - begin)
+        if i >= 2:
+            times.append(elapsed)
+    return statistics.median(times)
+
+
+def colour_baddbmm(x: Tensor, a: Tensor, t: Tensor) -> Tensor:
+    n, c, h, w = x.shape
+    return torch.baddbmm(t[..., None], a, x.reshape(n, c, h * w)).view(n, c, h, w).clamp_(0, 1)
+
+
+def colour_broadcast(x: Tensor, a: Tensor, t: Tensor) -> Tensor:
+    return ((a[..., None, None] * x[:, None]).sum(2) + t[..., None, None]).clamp(0, 1)
+
+
+def colour_addcmul(x: Tensor, a: Tensor, t: Tensor) -> Tensor:
+    out = torch.addcmul(t[..., None, None], a[:, :, 0, None, None], x[:, None, 0])
+    for d in range(1, x.shape[1]):
+        out.addcmul_(a[:, :, d, None, None], x[:, None, d])
+    return out.clamp_(0, 1)
+
+
+def gaussians(n: int, k: int, device: torch.device) -> Tensor:
+    """``N x k``: normalised 1-D Gaussians of sigma drawn in [0.1, 2] (the bench's range)."""
+    sigma = torch.empty(n, device=device).uniform_(0.1, 2.0)
+    x = torch.arange(k, device=device) - k // 2
+    g = torch.exp(-(x**2)[None, :] / (2 * sigma[:, None] ** 2))
+    return g / g.sum(1, keepdim=True)
+
+
+def blur_separable(x: Tensor, g: Tensor) -> Tensor:
+    n, c, h, w = x.shape
+    k = g.shape[1]
+    weight = g.repeat_interleave(c, 0)  # N*C x k
+    padded = F.pad(x.reshape(1, n * c, h, w), (k // 2,) * 4, mode="reflect")
+    rows = F.conv2d(padded, weight[:, None, None, :], groups=n * c)
+    return F.conv2d(rows, weight[:, None, :, None], groups=n * c).view(n, c, h, w).clamp_(0, 1)
+
+
+def blur_stencil(x: Tensor, kernels: Tensor) -> Tensor:
+    n, c, h, w = x.shape
+    k = kernels.shape[-1]
+    padded = F.pad(x, (k // 2,) * 4, mode="reflect")
+    out = x.new_zeros(n, c, h, w)
+    for i in range(k):
+        for j in range(k):
+            out = out + kernels[:, None, i, j, None, None] * padded[:, :, i : i + h, j : j + w]
+    return out.clamp(0, 1)
+
+
+def compiled(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    return torch.compile(fn, dynamic=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--quick", action="store_true", help="8 x 3 x 16 x 16, 2 repeats, no torch.compile"
+    )
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    batch, size, repeats = (8, 16, 2) if args.quick else (args.batch, args.size, args.repeats)
+    torch.manual_seed(0)
+    x = torch.rand(batch, 3, size, size, device=device)
+    a = torch.eye(3, device=device) + 0.1 * torch.randn(batch, 3, 3, device=device)
+    t = 0.05 * torch.randn(batch, 3, device=device)
+    g = gaussians(batch, 3, device)
+    kernels = g[:, :, None] * g[:, None, :]
+    pipeline_eager = pruneplug_pipeline(size, args.device)
+    pipeline_compiled = pruneplug_pipeline(size, args.device)
+
+    def library_blur() -> Tensor:
+        return filter_images(x, kernels, "reflect")
+
+    passes: dict[str, dict[str, Callable[[], Tensor]]] = {
+        "colour": {
+            "baddbmm (library)": lambda: colour_baddbmm(x, a, t),
+            "broadcast sum": lambda: colour_broadcast(x, a, t),
+            "addcmul per channel": lambda: colour_addcmul(x, a, t),
+        },
+        "blur": {
+            "grouped conv2d (library)": library_blur,
+            "separable, 2 grouped convs": lambda: blur_separable(x, g),
+        },
+        "pipeline": {"eager (library)": lambda: pipeline_eager(x)},
+    }
+    if not args.quick:
+        colour_c = compiled(colour_broadcast)
+        stencil_c = compiled(blur_stencil)
+        pipe_c = compiled(pipeline_compiled)
+        passes["colour"]["broadcast sum, compiled"] = lambda: colour_c(x, a, t)
+        passes["blur"]["9-tap stencil, compiled"] = lambda: stencil_c(x, kernels)
+        passes["pipeline"]["torch.compile"] = lambda: pipe_c(x)
+    bandwidth = copy_bandwidth(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(
+        f"{batch} x 3 x {size} x {size} float32 on {name}, torch {torch.__version__}; median of "
+        f"{repeats}; copy bandwidth {bandwidth / 1e9:.0f} GB/s"
+    )
+    header = ("pass", "variant", "ms", "GB/s", "% copy", "max |diff|")
+    print("{:10s} {:28s} {:>9s} {:>8s} {:>7s} {:>11s}".format(*header))
+    traffic = 2 * x.numel() * x.element_size()
+    for pass_name, variants in passes.items():
+        reference = None
+        for variant, fn in variants.items():
+            try:  # each pipeline's generator starts at seed 0: first calls draw alike
+                out = fn()
+            except Exception as error:  # a variant that does not run is a finding, not a crash
+                print(f"{pass_name:10s} {variant:28s} failed: {str(error).splitlines()[0][:80]}")
+                continue
+            reference = out if reference is None else reference
+            diff = (out - reference).abs().max().item()
+            if diff > TOLERANCE:
+                print(f"{pass_name:10s} {variant:28s} WRONG: max |diff| {diff:.2e}, not timed")
+                continue
+            ms = median_ms(fn, device, repeats)
+            rate = traffic / (ms / 1e3)
+            print(
+                f"{pass_name:10s} {variant:28s} {ms:9.3f} {rate / 1e9:8.1f} "
+                f"{100 * rate / bandwidth:7.2f} {diff:11.2e}"
+            )
+
+
+if __name__ == "__main__":
+    main()
