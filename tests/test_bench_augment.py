@@ -20,6 +20,8 @@ def test_quick_benchmark_prints_every_row(capsys):
     for row in augment.ROWS:
         assert row in out
     assert "ONE draw for the whole batch" in out
+    header = next(line for line in out.splitlines() if line.startswith("library"))
+    assert header.split()[-3:] == ["kernels", "syncs", "parameters"]
     assert "target >= 1.5 x kornia" in out and "target >= 1 x torchvision v2 whole batch" in out
 
 
@@ -93,6 +95,7 @@ def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
     rows = [line.split() for line in done.stdout.splitlines()[2:]]
     variants = {" ".join(row[1:-4]): row for row in rows}
     assert set(variants) == {
+        "bmm (library)",
         "baddbmm (library)",
         "broadcast sum",
         "addcmul per channel",
@@ -102,3 +105,25 @@ def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
     }, done.stdout
     for row in rows:
         assert float(row[-4]) > 0 and float(row[-1]) < 1e-4, row  # time, max |diff|
+
+
+def test_dispatch_counts_kernels_and_host_reads_not_views():
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        flat = t.view(-1).unsqueeze(0)  # views: no kernel
+        y = flat * 2 + 1  # mul, add
+        if bool(y.sum() > 0):  # sum, gt, then a host read
+            y = y.clamp(0, 2)  # clamp
+        return y
+
+    assert augment.dispatch_counts(fn, torch.rand(4, 3)) == (5, 1)
+    # a copy from another device (here "meta") to the CPU is a host read; the other way is not
+    to_host = augment.DispatchCount._to_host
+    meta, cpu = torch.empty(3, device="meta"), torch.empty(3)
+    assert to_host(torch.ops.aten.copy_.default, (cpu, meta, False), cpu)
+    assert to_host(torch.ops.aten._to_copy.default, (meta,), cpu)
+    assert not to_host(torch.ops.aten._to_copy.default, (cpu,), meta)
+    pipeline = augment.pruneplug_pipeline(8)
+    # the same operators whatever the batch: what a call costs in launches, not in bytes
+    assert augment.dispatch_counts(pipeline, torch.rand(4, 3, 8, 8)) == augment.dispatch_counts(
+        pipeline, torch.rand(64, 3, 8, 8)
+    )

@@ -6,6 +6,8 @@ for 3 x 3 matrices), 17 % in the blur (one grouped convolution) and 11 % in ``gr
 Which replacement is faster is a measurement, not a guess (on CPU, three ``addcmul`` are slower
 than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
 
+* the product of two ``N x 3 x 3`` matrices, of which a call of the pipeline makes about 20
+  to build its per-sample maps: ``bmm`` (the library's) or a broadcast multiply-and-sum;
 * the colour map's final pass ``out = clamp(A x + t)``: ``baddbmm`` (the library's), a
   broadcast multiply-and-sum, one ``addcmul`` per input channel, and the broadcast form
   compiled by ``torch.compile`` (one generated kernel);
@@ -15,8 +17,9 @@ than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
 
 Every variant is first checked against the library's output (max |difference| printed; a
 variant off by more than 1e-4 is reported, not timed). Times are medians of ``--repeats``
-calls, synchronised; GB/s counts one read and one write of the images, against a plain copy's
-bandwidth measured in the same run. ``tools/gpu-check`` runs it (step ``kernels``).
+calls, synchronised; GB/s counts one read and one write of the images (of the matrices for
+``compose``), against a plain copy's bandwidth measured in the same run. ``tools/gpu-check``
+runs it (step ``kernels``).
 """
 
 from __future__ import annotations
@@ -70,6 +73,14 @@ def colour_addcmul(x: Tensor, a: Tensor, t: Tensor) -> Tensor:
     for d in range(1, x.shape[1]):
         out.addcmul_(a[:, :, d, None, None], x[:, None, d])
     return out.clamp_(0, 1)
+
+
+def compose_bmm(a: Tensor, b: Tensor) -> Tensor:
+    return a @ b
+
+
+def compose_broadcast(a: Tensor, b: Tensor) -> Tensor:
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
 
 
 def gaussians(n: int, k: int, device: torch.device) -> Tensor:
@@ -129,6 +140,10 @@ def main() -> None:
         return filter_images(x, kernels, "reflect")
 
     passes: dict[str, dict[str, Callable[[], Tensor]]] = {
+        "compose": {  # the N x 3 x 3 products that build the per-sample maps (~20 a call)
+            "bmm (library)": lambda: compose_bmm(a, a),
+            "broadcast sum": lambda: compose_broadcast(a, a),
+        },
         "colour": {
             "baddbmm (library)": lambda: colour_baddbmm(x, a, t),
             "broadcast sum": lambda: colour_broadcast(x, a, t),
@@ -155,7 +170,8 @@ def main() -> None:
     )
     header = ("pass", "variant", "ms", "GB/s", "% copy", "max |diff|")
     print("{:10s} {:28s} {:>9s} {:>8s} {:>7s} {:>11s}".format(*header))
-    traffic = 2 * x.numel() * x.element_size()
+    images = 2 * x.numel() * x.element_size()  # bytes: one read and one write of the images
+    traffic = {"compose": 3 * a.numel() * a.element_size()}  # two matrices read, one written
     for pass_name, variants in passes.items():
         reference = None
         for variant, fn in variants.items():
@@ -170,7 +186,7 @@ def main() -> None:
                 print(f"{pass_name:10s} {variant:28s} WRONG: max |diff| {diff:.2e}, not timed")
                 continue
             ms = median_ms(fn, device, repeats)
-            rate = traffic / (ms / 1e3)
+            rate = traffic.get(pass_name, images) / (ms / 1e3)
             print(
                 f"{pass_name:10s} {variant:28s} {ms:9.3f} {rate / 1e9:8.1f} "
                 f"{100 * rate / bandwidth:7.2f} {diff:11.2e}"

@@ -29,6 +29,13 @@ bounded by the memory bandwidth: the column "% copy bw" is the row's traffic, im
 per image, over the bandwidth of a plain copy (``dst.copy_(src)`` of a buffer of at least
 :data:`COPY_BYTES`, counted as one read and one write) measured in the same run on the same
 device. Far below 100 % means the time goes to launches, Python and arithmetic, not to memory.
+
+**Launches and host reads.** The columns "kernels" and "syncs" count, in one untimed call, the
+ATen operators that run a kernel (views excluded) and those that read a value back to the host
+(``.item()``, ``bool(tensor)``, a copy to the CPU). They are the same on every device. On a GPU
+each launch costs several microseconds of CPU time and each host read makes the CPU wait until
+the GPU has finished its queue, so at small batches these counts, not the bytes, bound the speed;
+CUDA graphs, which remove the launches, need a call free of host reads.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pruneplug.augment import Compose
 
@@ -190,6 +198,53 @@ def measure(
     return rates
 
 
+class DispatchCount(TorchDispatchMode):
+    """Counts, while active, the ATen operators that run a kernel and the host reads.
+
+    Views (``OpOverload.is_view``, and ``_unsafe_view``) only make new tensor metadata: no
+    kernel. A host read is ``_local_scalar_dense`` (``.item()``, ``bool``, ``int`` of a tensor)
+    or a copy of a tensor from another device to the CPU.
+    """
+
+    NO_KERNEL = frozenset({torch.ops.aten._unsafe_view.default})
+    TO_HOST = frozenset({torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = 0
+        self.syncs = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is torch.ops.aten._local_scalar_dense.default or (
+            func in self.TO_HOST and self._to_host(func, args, out)
+        ):
+            self.syncs += 1  # a copy to the host, not a kernel
+        elif not func.is_view and func not in self.NO_KERNEL:
+            self.kernels += 1
+        return out
+
+    @staticmethod
+    def _to_host(func: object, args: tuple, out: object) -> bool:
+        """Whether a ``_to_copy`` (``args[0]`` -> ``out``) or ``copy_`` (``args[1]`` ->
+        ``args[0]``) moves a tensor from another device to the CPU."""
+        source, target = (args[0], out) if func is torch.ops.aten._to_copy.default else args[1::-1]
+        return (
+            isinstance(source, Tensor)
+            and isinstance(target, Tensor)
+            and source.device.type != "cpu"
+            and target.device.type == "cpu"
+        )
+
+
+def dispatch_counts(pipeline: Pipeline, images: Tensor) -> tuple[int, int]:
+    """``(kernels, syncs)`` of one call of ``pipeline`` on ``images`` (:class:`DispatchCount`)."""
+    with DispatchCount() as count:
+        pipeline(images)
+    return count.kernels, count.syncs
+
+
 def copy_bandwidth(device: torch.device, nbytes: int = COPY_BYTES, repeats: int = 5) -> float:
     """Bytes per second of ``dst.copy_(src)`` on ``device``, counting one read and one write.
 
@@ -214,13 +269,17 @@ def table(
     missing: dict[str, str],
     bytes_per_image: int = 4 * 3 * 32 * 32,
     bandwidth: float | None = None,
+    counts: dict[str, tuple[int, int]] | None = None,
 ) -> str:
-    """The printed table: median and range of images/s, ratios to kornia and to tv batch, and
-    (given the copy ``bandwidth`` in bytes/s) the share of it each row's traffic reaches."""
+    """The printed table: median and range of images/s, ratios to kornia and to tv batch,
+    (given the copy ``bandwidth`` in bytes/s) the share of it each row's traffic reaches, and
+    (given ``counts``) each row's kernels and host reads per call."""
+    counts = counts or {}
     medians = {name: statistics.median(r) for name, r in rates.items()}
     lines = [
         f"{'library':28s} {'version':>12s} {'img/s':>8s} {'range':>15s} "
-        f"{'x kornia':>8s} {'x tv batch':>10s} {'% copy bw':>9s}  parameters"
+        f"{'x kornia':>8s} {'x tv batch':>10s} {'% copy bw':>9s} {'kernels':>7s} {'syncs':>5s}"
+        "  parameters"
     ]
     for name, (_, note) in ROWS.items():
         if name in missing:
@@ -234,9 +293,10 @@ def table(
         ]
         spread = f"{min(rates[name]):.0f}-{max(rates[name]):.0f}"
         roof = f"{100 * rate * 2 * bytes_per_image / bandwidth:.2f}" if bandwidth else "-"
+        kernels, syncs = map(str, counts.get(name, ("-", "-")))
         lines.append(
             f"{name:28s} {_version(name):>12s} {rate:8.0f} {spread:>15s} "
-            f"{ratios[0]:>8s} {ratios[1]:>10s} {roof:>9s}  {note}"
+            f"{ratios[0]:>8s} {ratios[1]:>10s} {roof:>9s} {kernels:>7s} {syncs:>5s}  {note}"
         )
     for anchor, target in TARGETS.items():
         if anchor in medians and "pruneplug" in medians:
@@ -280,6 +340,7 @@ def run(
             except NotImplementedError as exc:
                 missing[name] = str(exc)
         rates = measure(pipelines, images, budget)
+        counts = {name: dispatch_counts(pipeline, images) for name, pipeline in pipelines.items()}
         bandwidth = copy_bandwidth(where, COPY_BYTES // 16 if quick else COPY_BYTES)
     finally:
         torch.set_num_threads(threads)
@@ -290,4 +351,9 @@ def run(
         f"{bandwidth / 1e9:.1f} GB/s; 1-minute load average {load_before:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs:"
     )
-    print(table(rates, missing, 4 * BATCH[1] * size * size, bandwidth))
+    print(table(rates, missing, 4 * BATCH[1] * size * size, bandwidth, counts))
+    print(
+        "kernels, syncs: ATen operators per call that run a kernel, and that read a value back "
+        "to the host (the same on every device; on a GPU each launch costs microseconds and each "
+        "read waits for the GPU's queue); NumPy's work is not counted"
+    )
