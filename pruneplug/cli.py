@@ -23,7 +23,7 @@ BENCHMARKS = {
     "augment": ("augment",),
     "widgets": ("widgets",),
     "sweep": ("sweep",),
-    "deploy": ("deploy_speed", "deploy_quantize", "deploy_sparse"),
+    "deploy": ("deploy_speed", "deploy_quantize", "deploy_sparse", "deploy_semi"),
     "attention": ("pruning_attention",),
 }
 
@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a tiny run (for tests)")
     bench.add_argument("--device", help="where to run, e.g. cuda (augment, deploy; default cpu)")
     bench.add_argument(
-        "--dtype", help="float32, bfloat16 or float16 (deploy's D1; default float32)"
+        "--dtype",
+        help="float32, bfloat16 or float16 (deploy's D1, default float32; D4 takes the two "
+        "16-bit ones, default both)",
     )
     bench.add_argument("--size", type=int, help="image height and width (augment; default 32)")
     bench.add_argument("--batch", type=int, help="images per batch (augment; default 256)")
