@@ -38,6 +38,7 @@ grayscale of a 1-channel image is a documented no-op.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -105,20 +106,36 @@ def saturation_map(factor: Tensor) -> tuple[Tensor, Tensor]:
     return s * _eye(n, 3, factor.device) + (1 - s) * grey, factor.new_zeros(n, 3)
 
 
-def hue_map(turns: Tensor) -> tuple[Tensor, Tensor]:
-    """Rotation of the YIQ chroma plane by ``2 pi turns`` (RGB); positive turns move red
-    towards yellow and green, as a positive HSV hue shift does."""
-    n = len(turns)
+def _hue_basis() -> Tensor:
+    """``3 x 3 x 3`` float64 ``B``: the YIQ hue rotation by ``theta`` in RGB is
+    :math:`B_0 + \\cos\\theta\\, B_1 + \\sin\\theta\\, B_2` (``from_yiq @ R @ to_yiq`` expanded)."""
     to_yiq = torch.tensor(YIQ, dtype=torch.float64)
     from_yiq = torch.linalg.inv(to_yiq)
-    angle = 2 * math.pi * turns.double().cpu()
-    cos, sin = angle.cos(), angle.sin()
-    rotation = torch.zeros(n, 3, 3, dtype=torch.float64)
-    rotation[:, 0, 0] = 1
-    rotation[:, 1, 1], rotation[:, 1, 2] = cos, sin
-    rotation[:, 2, 1], rotation[:, 2, 2] = -sin, cos
-    a = (from_yiq @ rotation @ to_yiq).float().to(turns.device)
-    return a, turns.new_zeros(n, 3)
+
+    def outer(i: int, j: int) -> Tensor:
+        return torch.outer(from_yiq[:, i], to_yiq[j])
+
+    return torch.stack([outer(0, 0), outer(1, 1) + outer(2, 2), outer(1, 2) - outer(2, 1)])
+
+
+HUE_BASIS = _hue_basis()
+
+
+@functools.cache
+def _hue_basis_on(device: torch.device) -> Tensor:
+    """:data:`HUE_BASIS` on ``device``, copied there once: a copy of host data makes a GPU
+    call wait for the device's queue."""
+    return HUE_BASIS.to(device)
+
+
+def hue_map(turns: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotation of the YIQ chroma plane by ``2 pi turns`` (RGB); positive turns move red
+    towards yellow and green, as a positive HSV hue shift does. Computed in float64 where the
+    turns are, with no copy to or from the host."""
+    angle = (2 * math.pi) * turns.double()
+    basis = _hue_basis_on(turns.device)
+    a = basis[0] + angle.cos()[:, None, None] * basis[1] + angle.sin()[:, None, None] * basis[2]
+    return a.float(), turns.new_zeros(len(turns), 3)
 
 
 def grayscale_map(n: int, channels: int, device) -> tuple[Tensor, Tensor]:

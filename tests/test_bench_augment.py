@@ -116,12 +116,13 @@ def test_dispatch_counts_kernels_and_host_reads_not_views():
         return y
 
     assert augment.dispatch_counts(fn, torch.rand(4, 3)) == (5, 1)
-    # a copy from another device (here "meta") to the CPU is a host read; the other way is not
-    to_host = augment.DispatchCount._to_host
+    # a blocking copy between the CPU and another device (here "meta") waits for the device
+    copied = augment.DispatchCount.blocking_host_copy
     meta, cpu = torch.empty(3, device="meta"), torch.empty(3)
-    assert to_host(torch.ops.aten.copy_.default, (cpu, meta, False), cpu)
-    assert to_host(torch.ops.aten._to_copy.default, (meta,), cpu)
-    assert not to_host(torch.ops.aten._to_copy.default, (cpu,), meta)
+    to_copy, copy_ = torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default
+    assert copied(copy_, (cpu, meta, False), {}, cpu) and copied(to_copy, (cpu,), {}, meta)
+    assert not copied(to_copy, (meta,), {"non_blocking": True}, cpu)
+    assert not copied(copy_, (cpu, torch.empty(3), False), {}, cpu)  # host to host
     pipeline = augment.pruneplug_pipeline(8)
     # the same operators whatever the batch: what a call costs in launches, not in bytes
     assert augment.dispatch_counts(pipeline, torch.rand(4, 3, 8, 8)) == augment.dispatch_counts(

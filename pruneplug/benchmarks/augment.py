@@ -30,12 +30,13 @@ per image, over the bandwidth of a plain copy (``dst.copy_(src)`` of a buffer of
 :data:`COPY_BYTES`, counted as one read and one write) measured in the same run on the same
 device. Far below 100 % means the time goes to launches, Python and arithmetic, not to memory.
 
-**Launches and host reads.** The columns "kernels" and "syncs" count, in one untimed call, the
-ATen operators that run a kernel (views excluded) and those that read a value back to the host
-(``.item()``, ``bool(tensor)``, a copy to the CPU). They are the same on every device. On a GPU
-each launch costs several microseconds of CPU time and each host read makes the CPU wait until
-the GPU has finished its queue, so at small batches these counts, not the bytes, bound the speed;
-CUDA graphs, which remove the launches, need a call free of host reads.
+**Launches and syncs.** The columns "kernels" and "syncs" count, in one untimed call, the
+ATen operators that run a kernel (views excluded) and the points where the CPU waits for the
+device: a value read back to the host (``.item()``, ``bool(tensor)``) or a blocking copy between
+host and device (:class:`DispatchCount`). Kernels are the same on every device; copies occur only
+off the CPU. On a GPU each launch costs several microseconds of CPU time and each sync idles the
+GPU until the CPU has queued more work, so at small batches these counts, not the bytes, bound
+the speed; CUDA graphs, which remove the launches, need a call free of syncs.
 """
 
 from __future__ import annotations
@@ -199,15 +200,17 @@ def measure(
 
 
 class DispatchCount(TorchDispatchMode):
-    """Counts, while active, the ATen operators that run a kernel and the host reads.
+    """Counts, while active, the ATen operators that run a kernel and the host syncs.
 
     Views (``OpOverload.is_view``, and ``_unsafe_view``) only make new tensor metadata: no
-    kernel. A host read is ``_local_scalar_dense`` (``.item()``, ``bool``, ``int`` of a tensor)
-    or a copy of a tensor from another device to the CPU.
+    kernel. A sync is ``_local_scalar_dense`` (``.item()``, ``bool``, ``int`` of a tensor) or a
+    blocking copy between the CPU and another device, either way (PyTorch waits for the device's
+    stream after such a copy unless ``non_blocking=True``); on a CPU run only the first kind
+    occurs, on a GPU tensors made from host data (``torch.tensor(..., device="cuda")``) add to it.
     """
 
     NO_KERNEL = frozenset({torch.ops.aten._unsafe_view.default})
-    TO_HOST = frozenset({torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default})
+    COPIES = frozenset({torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default})
 
     def __init__(self) -> None:
         super().__init__()
@@ -218,24 +221,28 @@ class DispatchCount(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func is torch.ops.aten._local_scalar_dense.default or (
-            func in self.TO_HOST and self._to_host(func, args, out)
+            func in self.COPIES and self.blocking_host_copy(func, args, kwargs, out)
         ):
-            self.syncs += 1  # a copy to the host, not a kernel
+            self.syncs += 1  # a wait for the device, not a kernel
         elif not func.is_view and func not in self.NO_KERNEL:
             self.kernels += 1
         return out
 
     @staticmethod
-    def _to_host(func: object, args: tuple, out: object) -> bool:
+    def blocking_host_copy(func: object, args: tuple, kwargs: dict, out: object) -> bool:
         """Whether a ``_to_copy`` (``args[0]`` -> ``out``) or ``copy_`` (``args[1]`` ->
-        ``args[0]``) moves a tensor from another device to the CPU."""
-        source, target = (args[0], out) if func is torch.ops.aten._to_copy.default else args[1::-1]
-        return (
-            isinstance(source, Tensor)
-            and isinstance(target, Tensor)
-            and source.device.type != "cpu"
-            and target.device.type == "cpu"
-        )
+        ``args[0]``) moves a tensor between the CPU and another device without
+        ``non_blocking=True``."""
+        if func is torch.ops.aten._to_copy.default:
+            source, target = args[0], out
+            non_blocking = kwargs.get("non_blocking", False)
+        else:
+            target, source = args[0], args[1]
+            non_blocking = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
+        if not (isinstance(source, Tensor) and isinstance(target, Tensor)) or non_blocking:
+            return False
+        kinds = {source.device.type, target.device.type}
+        return len(kinds) == 2 and "cpu" in kinds
 
 
 def dispatch_counts(pipeline: Pipeline, images: Tensor) -> tuple[int, int]:
@@ -353,7 +360,7 @@ def run(
     )
     print(table(rates, missing, 4 * BATCH[1] * size * size, bandwidth, counts))
     print(
-        "kernels, syncs: ATen operators per call that run a kernel, and that read a value back "
-        "to the host (the same on every device; on a GPU each launch costs microseconds and each "
-        "read waits for the GPU's queue); NumPy's work is not counted"
+        "kernels, syncs: ATen operators per call that run a kernel, and that make the CPU wait "
+        "for the device (values read back; blocking host-device copies, which a CPU run has "
+        "none of); on a GPU each launch costs microseconds; NumPy's work is not counted"
     )
