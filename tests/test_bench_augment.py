@@ -92,7 +92,9 @@ def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
         text=True,
         check=True,
     )
-    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    lines = done.stdout.splitlines()
+    assert lines[-1].startswith("pipeline on 1 image: ") and "kernels and" in lines[-1]
+    rows = [line.split() for line in lines[2:-1]]
     variants = {" ".join(row[1:-4]): row for row in rows}
     assert set(variants) == {
         "bmm (library)",

@@ -13,7 +13,8 @@ than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
   compiled by ``torch.compile`` (one generated kernel);
 * the 3 x 3 Gaussian blur: the library's grouped convolution, the same Gaussian as two 1-D
   grouped convolutions (it is separable), and a compiled 9-tap stencil;
-* the whole pipeline, eager and under ``torch.compile``.
+* the whole pipeline, eager and under ``torch.compile``, and on one image: the per-call floor,
+  with its kernels and syncs (on a GPU also as ``torch.cuda.set_sync_debug_mode`` reports them).
 
 Every variant is first checked against the library's output (max |difference| printed; a
 variant off by more than 1e-4 is reported, not timed). Times are medians of ``--repeats``
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -34,7 +36,7 @@ from pruneplug_plugins.blur import filter_images
 from torch import Tensor
 from torch.nn import functional as F
 
-from pruneplug.benchmarks.augment import copy_bandwidth, pruneplug_pipeline
+from pruneplug.benchmarks.augment import copy_bandwidth, dispatch_counts, pruneplug_pipeline
 
 TOLERANCE = 1e-4
 
@@ -191,6 +193,33 @@ def main() -> None:
                 f"{pass_name:10s} {variant:28s} {ms:9.3f} {rate / 1e9:8.1f} "
                 f"{100 * rate / bandwidth:7.2f} {diff:11.2e}"
             )
+    print(launch_floor(size, device, repeats))
+
+
+def launch_floor(size: int, device: torch.device, repeats: int) -> str:
+    """The pipeline on ONE image: the time a call costs whatever its size (launches, syncs,
+    Python), its kernels and syncs as :class:`DispatchCount` sees them and, on a GPU, the syncs
+    ``torch.cuda.set_sync_debug_mode`` reports (the ground truth for the count)."""
+    pipeline = pruneplug_pipeline(size, str(device))
+    one = torch.rand(1, 3, size, size, device=device)
+    kernels, syncs = dispatch_counts(pipeline, one)
+    text = (
+        f"pipeline on 1 image: {median_ms(lambda: pipeline(one), device, repeats):.3f} ms a call "
+        f"(the floor of any batch); {kernels} kernels and {syncs} syncs counted"
+    )
+    if device.type == "cuda":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                pipeline(one)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        flagged = [w for w in caught if "synchroniz" in str(w.message)]
+        text += f"; torch.cuda.set_sync_debug_mode flagged {len(flagged)} syncs:"
+        for where in sorted({f"{w.filename.split('/')[-1]}:{w.lineno}" for w in flagged}):
+            text += f" {where}"
+    return text
 
 
 if __name__ == "__main__":
