@@ -205,8 +205,10 @@ class DispatchCount(TorchDispatchMode):
     Views (``OpOverload.is_view``, and ``_unsafe_view``) only make new tensor metadata: no
     kernel. A sync is ``_local_scalar_dense`` (``.item()``, ``bool``, ``int`` of a tensor) or a
     blocking copy between the CPU and another device, either way (PyTorch waits for the device's
-    stream after such a copy unless ``non_blocking=True``); on a CPU run only the first kind
-    occurs, on a GPU tensors made from host data (``torch.tensor(..., device="cuda")``) add to it.
+    stream after such a copy unless ``non_blocking=True``); a CPU run has only the first kind.
+    A tensor made from host data directly on a device (``torch.tensor(..., device="cuda")``) is
+    copied below the dispatcher, unseen: on a GPU, ``torch.cuda.set_sync_debug_mode("warn")``
+    reports every sync (``tools/gpu_kernels.py`` sets the two counts side by side).
     """
 
     NO_KERNEL = frozenset({torch.ops.aten._unsafe_view.default})
