@@ -38,7 +38,6 @@ grayscale of a 1-channel image is a documented no-op.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 
@@ -48,6 +47,7 @@ from torch import Tensor
 from pruneplug import Param, hookimpl
 from pruneplug.augment import ColourAugmenter
 from pruneplug.params import probability
+from pruneplug.plumbing import constant
 
 GREY = (0.299, 0.587, 0.114)
 #: RGB -> YIQ (FCC NTSC); the I and Q rows sum to 0, so greys have no chroma.
@@ -71,9 +71,9 @@ def _require_rgb(name: str, shape: torch.Size, fix: str) -> None:
 
 def _grey_weights(channels: int, device) -> Tensor:
     if channels == 3:
-        return torch.tensor(GREY, device=device)
+        return constant(GREY, device)
     if channels == 1:
-        return torch.ones(1, device=device)
+        return constant((1.0,), device)
     raise ValueError(
         f"colour augmenters take 1 (grey) or 3 (RGB) channels, got {channels}: select the "
         "channels to augment first"
@@ -101,13 +101,13 @@ def contrast_map(factor: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
 def saturation_map(factor: Tensor) -> tuple[Tensor, Tensor]:
     """:math:`c \\mapsto s c + (1 - s) (w \\cdot c) 1` (RGB)."""
     n = len(factor)
-    grey = torch.tensor(GREY, device=factor.device).expand(3, 3)  # every row is w
+    grey = constant(GREY, factor.device).expand(3, 3)  # every row is w
     s = factor.view(n, 1, 1)
     return s * _eye(n, 3, factor.device) + (1 - s) * grey, factor.new_zeros(n, 3)
 
 
-def _hue_basis() -> Tensor:
-    """``3 x 3 x 3`` float64 ``B``: the YIQ hue rotation by ``theta`` in RGB is
+def _hue_basis() -> tuple[tuple[tuple[float, ...], ...], ...]:
+    """``3 x 3 x 3`` ``B`` (float64 values): the YIQ hue rotation by ``theta`` in RGB is
     :math:`B_0 + \\cos\\theta\\, B_1 + \\sin\\theta\\, B_2` (``from_yiq @ R @ to_yiq`` expanded)."""
     to_yiq = torch.tensor(YIQ, dtype=torch.float64)
     from_yiq = torch.linalg.inv(to_yiq)
@@ -115,17 +115,11 @@ def _hue_basis() -> Tensor:
     def outer(i: int, j: int) -> Tensor:
         return torch.outer(from_yiq[:, i], to_yiq[j])
 
-    return torch.stack([outer(0, 0), outer(1, 1) + outer(2, 2), outer(1, 2) - outer(2, 1)])
+    basis = torch.stack([outer(0, 0), outer(1, 1) + outer(2, 2), outer(1, 2) - outer(2, 1)])
+    return tuple(tuple(map(tuple, b)) for b in basis.tolist())
 
 
 HUE_BASIS = _hue_basis()
-
-
-@functools.cache
-def _hue_basis_on(device: torch.device) -> Tensor:
-    """:data:`HUE_BASIS` on ``device``, copied there once: a copy of host data makes a GPU
-    call wait for the device's queue."""
-    return HUE_BASIS.to(device)
 
 
 def hue_map(turns: Tensor) -> tuple[Tensor, Tensor]:
@@ -133,7 +127,7 @@ def hue_map(turns: Tensor) -> tuple[Tensor, Tensor]:
     towards yellow and green, as a positive HSV hue shift does. Computed in float64 where the
     turns are, with no copy to or from the host."""
     angle = (2 * math.pi) * turns.double()
-    basis = _hue_basis_on(turns.device)
+    basis = constant(HUE_BASIS, turns.device, torch.float64)
     a = basis[0] + angle.cos()[:, None, None] * basis[1] + angle.sin()[:, None, None] * basis[2]
     return a.float(), turns.new_zeros(len(turns), 3)
 

@@ -37,7 +37,7 @@ from torch import Tensor
 from pruneplug import Param, ParamError, hookimpl
 from pruneplug.augment import FILL, INTERPOLATION, PADDING, GeometricAugmenter
 from pruneplug.params import probability
-from pruneplug.plumbing import uniform
+from pruneplug.plumbing import constant, uniform
 
 
 def _device(params: Mapping[str, Tensor]) -> torch.device:
@@ -50,8 +50,8 @@ def _cos_sin(degrees: Tensor) -> tuple[Tensor, Tensor]:
     quarter = degrees / 90
     exact = quarter == quarter.round()
     k = quarter.round().remainder(4).long()
-    cos_table = degrees.new_tensor([1.0, 0.0, -1.0, 0.0])
-    sin_table = degrees.new_tensor([0.0, 1.0, 0.0, -1.0])
+    cos_table = constant((1.0, 0.0, -1.0, 0.0), degrees.device, degrees.dtype)
+    sin_table = constant((0.0, 1.0, 0.0, -1.0), degrees.device, degrees.dtype)
     cos = torch.where(exact, cos_table[k], radians.cos())
     sin = torch.where(exact, sin_table[k], radians.sin())
     return cos, sin
@@ -76,7 +76,7 @@ def affine_matrix(
     if scale is not None:
         a, b, c, d = a / scale, b / scale, c / scale, d / scale
     linear = torch.stack([a, b, c, d], -1).view(n, 2, 2)
-    centre = angle.new_tensor([(w - 1) / 2, (h - 1) / 2])
+    centre = constant(((w - 1) / 2, (h - 1) / 2), angle.device, angle.dtype)
     shifted = centre if translate is None else centre + translate
     offset = centre - (linear @ shifted.expand(n, 2)[..., None]).squeeze(-1)
     matrix = torch.zeros(n, 3, 3, dtype=angle.dtype, device=angle.device)
@@ -94,10 +94,10 @@ class _Flip(GeometricAugmenter):
 
     def matrix(self, params: Mapping[str, Tensor], shape: torch.Size) -> Tensor:
         n, _, h, w = shape
-        signs = [1.0, 1.0, 1.0]
-        signs[self.axis] = -1.0
-        flip = torch.diag(torch.tensor(signs, device=_device(params)))
-        flip[self.axis, 2] = (w, h)[self.axis] - 1
+        rows = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+        rows[self.axis][self.axis] = -1.0
+        rows[self.axis][2] = (w, h)[self.axis] - 1.0
+        flip = constant(tuple(map(tuple, rows)), _device(params))
         return flip.expand(n, 3, 3)
 
     def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
@@ -179,7 +179,7 @@ class Affine(GeometricAugmenter):
         scale = uniform(n, cfg["scale_min"], cfg["scale_max"], generator, device)
         shear = uniform(n, -cfg["shear"], cfg["shear"], generator, device)
         fraction = uniform(2 * n, -cfg["translate"], cfg["translate"], generator, device)
-        size = torch.tensor([w, h], dtype=torch.float32, device=device)
+        size = constant((float(w), float(h)), device)
         return {
             "angle": angle,
             "scale": scale,

@@ -16,6 +16,8 @@ What a scorer, pruner or training loop needs from a model besides its own method
 * :func:`evaluation_mode` - eval mode for a block, every module's own mode restored after;
 * :func:`model_device` - where a model's parameters live;
 * :func:`uniform` - per-sample draws in [low, high) from a generator, for augmenters;
+* :func:`constant` - a small tensor of fixed numbers on a device, made once (augmenters' per-call
+  constants: a tensor made from host data is a copy that makes a GPU call wait);
 * :func:`take_batches`, :func:`batch_loss`, :func:`scalar_loss`, :func:`max_batches_param` -
   for scorers that need data: checked ``(inputs, targets)`` batches on the model's device, the
   loss of a batch (refusing one that does not fit the model), a loss reduced to a scalar, and
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from itertools import chain, islice
 
 import torch
@@ -245,6 +248,24 @@ def uniform(
 ) -> Tensor:
     """``n`` draws from U[low, high) with ``generator`` (the per-sample draw of most augmenters)."""
     return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+
+#: A tuple of numbers, or of such tuples (a vector, a matrix, ...).
+Numbers = tuple[float, ...] | tuple["Numbers", ...]
+
+
+@lru_cache(maxsize=1024)
+def constant(
+    values: Numbers, device: torch.device | str, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """``torch.tensor(values, dtype=dtype, device=device)``, made once per arguments and shared.
+
+    ``torch.tensor(..., device="cuda")`` copies host memory to the GPU, and that copy waits for
+    everything queued on the GPU: a per-call constant made that way stalls every call. Made here
+    once, it stays on the device. ``values`` is a tuple (of tuples) of numbers; the result is
+    shared by every caller, so never write to it in place (read it, expand it, compute from it).
+    """
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def batch_loss(

@@ -534,3 +534,19 @@ def test_torchvision_adapter(registry):
     assert mixed.shape == x.shape
     with pytest.raises(ValueError, match="keep the shape"):
         from_torchvision(v2.RandomCrop(4))(x)
+
+
+def test_constants_are_made_once_per_device_and_dtype():
+    """Augmenters' per-call constants come from plumbing.constant: one tensor per arguments,
+    so a GPU call does not copy host data (and wait for the device) every time."""
+    from pruneplug.plumbing import constant
+
+    grey = constant((0.299, 0.587, 0.114), "cpu")
+    assert grey is constant((0.299, 0.587, 0.114), "cpu")
+    assert torch.equal(grey, torch.tensor([0.299, 0.587, 0.114]))
+    wide = constant(((1.0, 2.0), (3.0, 4.0)), torch.device("cpu"), torch.float64)
+    assert wide.dtype == torch.float64 and wide.shape == (2, 2) and wide is not grey
+    pipeline = Compose([pruneplug_plugins.geometric.HorizontalFlip(p=1.0)])
+    images = torch.rand(2, 3, 4, 5)
+    assert torch.equal(pipeline(images), images.flip(-1))
+    assert torch.equal(pipeline(images), images.flip(-1))  # the cached matrix is unchanged

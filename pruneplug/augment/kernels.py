@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..plumbing import constant
+
 #: ``padding_mode`` choices of geometric augmenters -> ``grid_sample``'s names. "constant"
 #: fills with ``fill``; "border" repeats the edge pixel; "reflection" mirrors about the edge.
 PADDING_MODES = {"constant": "zeros", "border": "border", "reflection": "reflection"}
@@ -30,7 +32,9 @@ def _sample(
     """Read every sample at ``matrix @ (x, y, 1)`` with one ``grid_sample``."""
     n, _, h, w = images.shape
     # grid_sample's coordinates (align_corners=False): u = (2 x + 1) / W - 1.
-    to_unit = matrix.new_tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1]])
+    to_unit = constant(
+        ((2 / w, 0.0, 1 / w - 1), (0.0, 2 / h, 1 / h - 1)), matrix.device, matrix.dtype
+    )
     theta = (to_unit @ matrix).transpose(1, 2)  # N x 3 x 2: rows are the x, y and 1 terms
     xs = torch.arange(w, device=images.device, dtype=images.dtype).view(1, 1, w, 1)
     ys = torch.arange(h, device=images.device, dtype=images.dtype).view(1, h, 1, 1)
@@ -81,7 +85,7 @@ def warp(
     # largest distance (pixels) between where a pixel centre goes and the nearest pixel centre
     _, _, h, w = images.shape
     error = (matrix[:, :2] - matrix[:, :2].round()).abs()
-    reach = error @ matrix.new_tensor([w - 1, h - 1, 1])
+    reach = error @ constant((w - 1.0, h - 1.0, 1.0), matrix.device, matrix.dtype)
     exact = reach.amax(1) < 1e-3
     if interpolation == "nearest":
         groups = [(moved, "nearest")]
