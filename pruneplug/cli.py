@@ -19,7 +19,7 @@ from .sweep.cli import add_parser as add_sweep_parser
 
 #: ``pruneplug bench NAME`` -> modules whose ``run(quick)`` print that benchmark's tables.
 BENCHMARKS = {
-    "pruning": ("pruning_unstructured", "pruning_structured"),
+    "pruning": ("pruning_unstructured", "pruning_structured", "pruning_widths"),
     "augment": ("augment",),
     "widgets": ("widgets",),
     "sweep": ("sweep",),

@@ -148,14 +148,27 @@ def anchor(
     return 100 * engine.evaluate(model, splits.test)["accuracy"]
 
 
-def ours(
-    dense: nn.Module, amount: float, splits: data.Splits, run: Budget, seed: int, recipe: Recipe
-) -> float:
-    """Our recipe: score, prune (structured, local), train with distillation: test acc in %."""
+def prune_ours(
+    dense: nn.Module, amount: float, splits: data.Splits, recipe: Recipe, round_to: int = 1
+) -> nn.Module:
+    """The first half of our recipe: score ``dense``, prune it (structured, local, ``round_to``)."""
     scorer = pruneplug.get_scorer(recipe.scorer, **dict(recipe.scorer_params))
     batches = splits.loader("train", batch_size=256, shuffle=False) if scorer.needs_data else None
     scores = scorer(dense, batches)
-    model = pruneplug.get_pruner("structured")(dense, scores, amount=amount)
+    return pruneplug.get_pruner("structured", round_to=round_to)(dense, scores, amount=amount)
+
+
+def ours(
+    dense: nn.Module,
+    amount: float,
+    splits: data.Splits,
+    run: Budget,
+    seed: int,
+    recipe: Recipe,
+    round_to: int = 1,
+) -> float:
+    """Our recipe: score, prune (structured, local), train with distillation: test acc in %."""
+    model = prune_ours(dense, amount, splits, recipe, round_to)
     engine.train(
         model,
         splits.train,
@@ -170,11 +183,17 @@ def ours(
     return 100 * engine.evaluate(model, splits.test)["accuracy"]
 
 
+def dense_mlp(splits: data.Splits, run: Budget) -> nn.Module:
+    """The digits benchmark's dense MLP 64-300-100-10: ``run.dense_epochs`` of SGD, seed 0."""
+    dense = models.mlp()
+    engine.train(dense, splits.train, epochs=run.dense_epochs, lr=0.05, seed=0, progress=False)
+    return dense
+
+
 def p2(quick: bool) -> str:
     run = budget(quick)
     splits = data.load_digits(seed=0)
-    dense = models.mlp()
-    engine.train(dense, splits.train, epochs=run.dense_epochs, lr=0.05, seed=0, progress=False)
+    dense = dense_mlp(splits, run)
     dense_acc = 100 * engine.evaluate(dense, splits.test)["accuracy"]
     rows = []
     for amount in P2_AMOUNTS:
