@@ -33,10 +33,11 @@ device. Far below 100 % means the time goes to launches, Python and arithmetic, 
 **Launches and syncs.** The columns "kernels" and "syncs" count, in one untimed call, the
 ATen operators that run a kernel (views excluded) and the points where the CPU waits for the
 device: a value read back to the host (``.item()``, ``bool(tensor)``) or a blocking copy between
-host and device (:class:`DispatchCount`). Kernels are the same on every device; copies occur only
-off the CPU. On a GPU each launch costs several microseconds of CPU time and each sync idles the
-GPU until the CPU has queued more work, so at small batches these counts, not the bytes, bound
-the speed; CUDA graphs, which remove the launches, need a call free of syncs.
+host and device (:class:`DispatchCount`). A pipeline runs the same operators on every device;
+copies occur only off the CPU. On a GPU each launch costs several microseconds of CPU time and
+each sync idles the GPU until the CPU has queued more work, so at small batches these counts,
+not the bytes, bound the speed; CUDA graphs, which remove the launches, need a call free of
+syncs.
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ def table(
 ) -> str:
     """The printed table: median and range of images/s, ratios to kornia and to tv batch,
     (given the copy ``bandwidth`` in bytes/s) the share of it each row's traffic reaches, and
-    (given ``counts``) each row's kernels and host reads per call."""
+    (given ``counts``) each row's kernels and syncs per call."""
     counts = counts or {}
     medians = {name: statistics.median(r) for name, r in rates.items()}
     lines = [
