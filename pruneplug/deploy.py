@@ -19,8 +19,10 @@ recover part of it:
   time goes to per-op overhead rather than multiply-adds, needs most. The first call compiles
   (seconds; on CPU it needs a C++ compiler).
 
-The third step, channel widths that vector units like (multiples of 8), is the structured
-pruner's ``round_to`` parameter, since it decides the widths.
+The third step, channel widths that vector units and tensor cores like (multiples of 8, 16 or
+64), is the structured pruner's ``round_to`` parameter, since it decides the widths: P4 of
+``pruneplug bench pruning`` measures what it costs in accuracy, D1b of ``pruneplug bench deploy
+--device cuda`` what it buys on a GPU.
 """
 
 from __future__ import annotations
