@@ -254,7 +254,6 @@ def uniform(
 Numbers = tuple[float, ...] | tuple["Numbers", ...]
 
 
-@lru_cache(maxsize=1024)
 def constant(
     values: Numbers, device: torch.device | str, dtype: torch.dtype = torch.float32
 ) -> Tensor:
@@ -264,7 +263,15 @@ def constant(
     everything queued on the GPU: a per-call constant made that way stalls every call. Made here
     once, it stays on the device. ``values`` is a tuple (of tuples) of numbers; the result is
     shared by every caller, so never write to it in place (read it, expand it, compute from it).
+    Under ``torch.compile`` it is a plain ``torch.tensor``: the compiled graph holds it.
     """
+    if torch.compiler.is_compiling():
+        return torch.tensor(values, dtype=dtype, device=device)
+    return _constant(values, torch.device(device), dtype)
+
+
+@lru_cache(maxsize=1024)
+def _constant(values: Numbers, device: torch.device, dtype: torch.dtype) -> Tensor:
     return torch.tensor(values, dtype=dtype, device=device)
 
 
