@@ -550,3 +550,8 @@ def test_constants_are_made_once_per_device_and_dtype():
     images = torch.rand(2, 3, 4, 5)
     assert torch.equal(pipeline(images), images.flip(-1))
     assert torch.equal(pipeline(images), images.flip(-1))  # the cached matrix is unchanged
+    # under torch.compile (traced by dynamo, run eagerly: no compiler needed) no cache is traced
+    scaled = torch.compile(lambda t: constant((2.0, 3.0), "cpu") * t, backend="eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(scaled(torch.ones(2)), torch.tensor([2.0, 3.0]))
