@@ -104,6 +104,7 @@ def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
         "grouped conv2d (library)",
         "separable, 2 grouped convs",
         "eager (library)",
+        "apply only, eager",
     }, done.stdout
     for row in rows:
         assert float(row[-4]) > 0 and float(row[-1]) < 1e-4, row  # time, max |diff|

@@ -13,7 +13,8 @@ than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
   compiled by ``torch.compile`` (one generated kernel);
 * the 3 x 3 Gaussian blur: the library's grouped convolution, the same Gaussian as two 1-D
   grouped convolutions (it is separable), and a compiled 9-tap stencil;
-* the whole pipeline, eager and under ``torch.compile``, and on one image: the per-call floor,
+* the whole pipeline, eager and under ``torch.compile``; its apply alone (parameters drawn
+  beforehand, as kornia splits them), eager and compiled; and on one image: the per-call floor,
   with its kernels and syncs (on a GPU also as ``torch.cuda.set_sync_debug_mode`` reports them).
 
 Every variant is first checked against the library's output (max |difference| printed; a
@@ -36,7 +37,12 @@ from pruneplug_plugins.blur import filter_images
 from torch import Tensor
 from torch.nn import functional as F
 
-from pruneplug.benchmarks.augment import copy_bandwidth, dispatch_counts, pruneplug_pipeline
+from pruneplug.benchmarks.augment import (
+    compose,
+    copy_bandwidth,
+    dispatch_counts,
+    pruneplug_pipeline,
+)
 
 TOLERANCE = 1e-4
 
@@ -137,6 +143,10 @@ def main() -> None:
     kernels = g[:, :, None] * g[:, None, :]
     pipeline_eager = pruneplug_pipeline(size, args.device)
     pipeline_compiled = pruneplug_pipeline(size, args.device)
+    # kornia's split: parameters drawn once, eagerly (the same draws as the pipelines' first
+    # calls), then only the pure apply timed, eager or compiled
+    stages = compose()
+    params = stages.forward_parameters(x.shape, torch.Generator(device).manual_seed(0), device)
 
     def library_blur() -> Tensor:
         return filter_images(x, kernels, "reflect")
@@ -155,15 +165,20 @@ def main() -> None:
             "grouped conv2d (library)": library_blur,
             "separable, 2 grouped convs": lambda: blur_separable(x, g),
         },
-        "pipeline": {"eager (library)": lambda: pipeline_eager(x)},
+        "pipeline": {
+            "eager (library)": lambda: pipeline_eager(x),
+            "apply only, eager": lambda: stages.transform(x, params)[0],
+        },
     }
     if not args.quick:
         colour_c = compiled(colour_broadcast)
         stencil_c = compiled(blur_stencil)
         pipe_c = compiled(pipeline_compiled)
+        apply_c = compiled(lambda images, drawn: stages.transform(images, drawn)[0])
         passes["colour"]["broadcast sum, compiled"] = lambda: colour_c(x, a, t)
         passes["blur"]["9-tap stencil, compiled"] = lambda: stencil_c(x, kernels)
         passes["pipeline"]["torch.compile"] = lambda: pipe_c(x)
+        passes["pipeline"]["apply only, compiled"] = lambda: apply_c(x, params)
     bandwidth = copy_bandwidth(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(

@@ -75,13 +75,14 @@ class Budget:
     batch: int = BATCH[0]
 
 
-def pruneplug_pipeline(size: int = BATCH[-1], device: str = "cpu", fuse: bool = True) -> Pipeline:
+def compose(fuse: bool = True) -> Compose:
+    """The benchmark's pipeline as pruneplug's :class:`~pruneplug.augment.Compose`."""
     from pruneplug_plugins.blur import GaussianBlur
     from pruneplug_plugins.colour import ColourJitter
     from pruneplug_plugins.geometric import HorizontalFlip, ResizedCrop, Rotation
 
     b, c, s, h = JITTER
-    pipeline = Compose(
+    return Compose(
         [
             HorizontalFlip(p=0.5),
             Rotation(degrees=DEGREES),
@@ -91,6 +92,10 @@ def pruneplug_pipeline(size: int = BATCH[-1], device: str = "cpu", fuse: bool = 
         ],
         fuse=fuse,
     )
+
+
+def pruneplug_pipeline(size: int = BATCH[-1], device: str = "cpu", fuse: bool = True) -> Pipeline:
+    pipeline = compose(fuse)
     generator = torch.Generator(device=device).manual_seed(0)  # parameters drawn where used
     return lambda x: pipeline(x, generator=generator)
 
