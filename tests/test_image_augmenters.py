@@ -555,3 +555,21 @@ def test_constants_are_made_once_per_device_and_dtype():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(scaled(torch.ones(2)), torch.tensor([2.0, 3.0]))
+
+
+def test_a_call_waits_for_the_device_once_per_stage(registry):
+    """Each device read (``bool``, ``int``, ``.item()`` of a tensor) stalls a GPU's queue, so
+    the contract reads once per stage: the range check, then one count of ``applied`` that
+    answers both "no sample?" and "every sample?" (and one per warp mode)."""
+    from pruneplug.benchmarks.augment import dispatch_counts
+
+    x = torch.rand(16, 3, 8, 8, generator=gen(15))
+    hflip = make(registry, "hflip")  # p = 0.5: some samples
+    assert dispatch_counts(lambda t: hflip(t, generator=gen()), x)[1] == 2
+    blur = make(registry, "gaussian_blur", p=0.0)  # no sample
+    assert dispatch_counts(lambda t: blur(t, generator=gen()), x)[1] == 2
+    # Compose, then its fused warp, its colour stage and the blur: one read each
+    pipeline = Compose(
+        [make(registry, n) for n in ("hflip", "rotation", "colour_jitter", "gaussian_blur")]
+    )
+    assert dispatch_counts(lambda t: pipeline(t, generator=gen()), x)[1] == 5

@@ -93,9 +93,10 @@ def warp(
         groups = [(moved & ~exact, interpolation), (moved & exact, "nearest")]
     out = None
     for mask, mode in groups:
-        if bool(mask.all()):
+        count = int(mask.sum())  # one wait for a GPU answers "all?" and "any?"
+        if count == len(mask):
             return _sample(images, matrix, mode, padding_mode, fill)
-        if bool(mask.any()):
+        if count:
             out = images.clone() if out is None else out
             index = mask.nonzero().squeeze(1)
             out[index] = _sample(images[index], matrix[index], mode, padding_mode, fill)

@@ -53,7 +53,7 @@ def check_images(images: Tensor) -> Tensor:
     if images.numel() == 0:
         raise ValueError("the batch of images is empty: give at least one image")
     low, high = images.aminmax()
-    if not (low >= 0 and high <= 1):  # also false for NaN
+    if not bool((low >= 0) & (high <= 1)):  # also false for NaN; one wait for a GPU, not two
         raise ValueError(
             f"image values must be in [0, 1], got [{low.item():.3g}, {high.item():.3g}]: "
             "scale them (e.g. x / 255) before augmenting"
@@ -202,10 +202,12 @@ class ImageAugmenter(Plugin):
         as one-hot when the selected ones came out soft).
         """
         applied = params.get("applied")
-        if applied is not None and not self.mixes_targets and not bool(applied.any()):
+        # one count answers both "none?" and "all?": one wait for a GPU instead of two
+        chosen = len(images) if applied is None else int(applied.sum())
+        if chosen == 0 and not self.mixes_targets:
             return images.clone(), None
         out, new_targets = self._apply(images, params, targets, model, loss_fn)
-        if applied is not None and not bool(applied.all()):
+        if applied is not None and chosen < len(applied):
             out = torch.where(applied.view(-1, 1, 1, 1), out, images)
             if new_targets is not None and targets is not None:
                 if new_targets.shape == targets.shape:
