@@ -94,7 +94,8 @@ def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
     )
     lines = done.stdout.splitlines()
     assert lines[-1].startswith("pipeline on 1 image: ") and "kernels and" in lines[-1]
-    rows = [line.split() for line in lines[2:-1]]
+    assert lines[-2].startswith("parameters drawn by a CPU generator: "), done.stdout
+    rows = [line.split() for line in lines[2:-2]]
     variants = {" ".join(row[1:-4]): row for row in rows}
     assert set(variants) == {
         "bmm (library)",

@@ -14,8 +14,10 @@ than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
 * the 3 x 3 Gaussian blur: the library's grouped convolution, the same Gaussian as two 1-D
   grouped convolutions (it is separable), and a compiled 9-tap stencil;
 * the whole pipeline, eager and under ``torch.compile``; its apply alone (parameters drawn
-  beforehand, as kornia splits them), eager and compiled; and on one image: the per-call floor,
-  with its kernels and syncs (on a GPU also as ``torch.cuda.set_sync_debug_mode`` reports them).
+  beforehand, as kornia splits them), eager and compiled; the whole pipeline with its
+  parameters drawn by a CPU generator against drawn on the device (different draws, so not
+  compared); and on one image: the per-call floor, with its kernels and syncs (on a GPU also as
+  ``torch.cuda.set_sync_debug_mode`` reports them).
 
 Every variant is first checked against the library's output (max |difference| printed; a
 variant off by more than 1e-4 is reported, not timed). Times are medians of ``--repeats``
@@ -208,7 +210,23 @@ def main() -> None:
                 f"{pass_name:10s} {variant:28s} {ms:9.3f} {rate / 1e9:8.1f} "
                 f"{100 * rate / bandwidth:7.2f} {diff:11.2e}"
             )
+    print(host_draws(x, device, repeats))
     print(launch_floor(size, device, repeats))
+
+
+def host_draws(x: Tensor, device: torch.device, repeats: int) -> str:
+    """The whole batch with the parameters drawn by a CPU generator (then moved to ``device``,
+    one copy each) against drawn on ``device`` (the library's default): on a GPU, whether ~50
+    tiny drawing kernels cost more than ~15 small host-to-device copies and their waits."""
+    pipeline = compose()
+    on_host, on_device = torch.Generator().manual_seed(0), torch.Generator(device).manual_seed(0)
+    host_ms = median_ms(lambda: pipeline(x, generator=on_host), device, repeats)
+    device_ms = median_ms(lambda: pipeline(x, generator=on_device), device, repeats)
+    kernels, syncs = dispatch_counts(lambda images: pipeline(images, generator=on_host), x)
+    return (
+        f"parameters drawn by a CPU generator: {host_ms:.3f} ms a call, against {device_ms:.3f} "
+        f"ms drawn on the device; {kernels} kernels and {syncs} syncs counted"
+    )
 
 
 def launch_floor(size: int, device: torch.device, repeats: int) -> str:
