@@ -29,6 +29,7 @@ from __future__ import annotations
 import html
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,9 +127,13 @@ def latency(model: nn.Module, example_input: Tensor, repeats: int = 20, warmup: 
 
 
 def interleaved_latency(
-    runs: dict[str, tuple[nn.Module, Tensor]], repeats: int = 20, warmup: int = 3
+    runs: Mapping[str, tuple[Callable[[Tensor], object], Tensor]],
+    repeats: int = 20,
+    warmup: int = 3,
 ) -> dict[str, float]:
     """Median seconds per forward of each ``name -> (model, input)``, timing them in turns.
+
+    A model is any callable of the input: a module, or e.g. a compiled or graph-replaying one.
 
     Every turn times each model once, right after an untimed run of it, so a load spike on a
     shared machine hits all of them alike and no model pays for the caches the previous one

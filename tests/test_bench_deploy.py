@@ -75,10 +75,31 @@ def test_d1b_times_each_distinct_set_of_widths_once():
     check_widths_rows(out)
 
 
+def test_a_failed_cuda_graph_capture_is_reported_not_fatal(monkeypatch):
+    runs = {name: (torch.nn.Identity(), torch.ones(1)) for name in ("dense", "ours", "TP")}
+    monkeypatch.setattr(deploy_speed, "cuda_graphed", lambda model, x: model)
+    assert deploy_speed.capture_graphs(runs, "case")
+    assert list(runs) == ["dense", "ours", "TP", "dense graphed", "ours graphed"]
+
+    def fails(model, x):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(deploy_speed, "cuda_graphed", fails)
+    runs = {name: (torch.nn.Identity(), torch.ones(1)) for name in ("dense", "ours")}
+    with pytest.warns(UserWarning, match="ResNet 50 %: CUDA graph capture failed: operation not"):
+        assert not deploy_speed.capture_graphs(runs, "ResNet 50 %")
+    assert list(runs) == ["dense", "ours"]  # nothing half-added: the table says "failed"
+
+
 @pytest.mark.cuda
 def test_d1_on_a_gpu(capsys):
     deploy_speed.run(quick=True, device="cuda", dtype="bfloat16")
     out = capsys.readouterr().out
     assert "GPU latency" in out and torch.cuda.get_device_name() in out
+    d1 = [row for row in cells(out[: out.index("D1b")], "x") if len(row) > 1 and row[1][-1] == "%"]
+    assert d1 and all(len(row) == 11 for row in d1), out
+    for row in d1:  # the CUDA-graphed speed-up and its ratio to the MACs reduction
+        speedup, ratio = re.fullmatch(r"(\d+\.\d\d)x \((\d+\.\d\d)\)", row[-1]).groups()
+        assert float(ratio) == pytest.approx(float(speedup) / float(row[3][:-1]), rel=0.05)
     assert "D1b  widths on GPU tensor cores" in out and "bfloat16" in out
     check_widths_rows(out[out.index("D1b") :])

@@ -17,7 +17,9 @@ Goals (ResNet-18 row): pruning's own speed-up at least :data:`GOALS` times its M
 
 On a GPU (``pruneplug bench deploy --device cuda --dtype bfloat16``) the model is torchvision's
 ResNet-50 on 3x224x224 inputs at batch 128, in the given dtype, with the goals of
-:data:`GPU_GOALS`; pruning and tracing run on the CPU, the models are then moved.
+:data:`GPU_GOALS`; pruning and tracing run on the CPU, the models are then moved. A column
+adds CUDA graphs to both sides (:func:`cuda_graphed`): a GPU launches one kernel at a time from
+Python, and a narrow pruned network spends a larger share of its time on those launches.
 
 **D1b** (printed on a GPU only): which widths suit tensor cores, whose matrix products run
 fastest when their dimensions are multiples of 8, 16 or 64. The same model and deployment as D1,
@@ -32,6 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -102,6 +105,10 @@ def torch_pruning(dense: nn.Module, amount: float, x: Tensor, classifier: str) -
     return model.eval()
 
 
+#: What :func:`~pruneplug.metrics.interleaved_latency` times: name -> (model or callable, input).
+Runs = dict[str, tuple[Callable[[Tensor], object], Tensor]]
+
+
 def same_deployment(
     model: nn.Module, x: Tensor, device: torch.device, dtype: torch.dtype
 ) -> tuple[nn.Module, Tensor]:
@@ -109,6 +116,30 @@ def same_deployment(
     on ``device`` in ``dtype``."""
     deployed = deploy(model, channels_last=True).to(device, dtype)
     return deployed, x.to(device, dtype, memory_format=torch.channels_last)
+
+
+def cuda_graphed(model: Callable[[Tensor], object], x: Tensor) -> Callable[[Tensor], object]:
+    """``model``'s forward on inputs shaped like ``x`` (on a CUDA device), captured once as a
+    CUDA graph: each call copies its input into the graph's and replays every kernel with one
+    launch, so a narrow model no longer pays a launch per layer (PyTorch's recipe: warm up on a
+    side stream, then capture). The returned output tensor is overwritten by the next call."""
+    static = x.clone()
+    stream = torch.cuda.Stream(x.device)
+    stream.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.inference_mode(), torch.cuda.stream(stream):
+        for _ in range(3):  # cuDNN picks its algorithms outside the capture
+            model(static)
+    torch.cuda.current_stream(x.device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        out = model(static)
+
+    def replay(inputs: Tensor) -> object:
+        static.copy_(inputs)
+        graph.replay()
+        return out
+
+    return replay
 
 
 def case_rows(
@@ -132,12 +163,13 @@ def case_rows(
         anchor = torch_pruning(dense, amount, x, case.classifier)
         if metrics.macs(anchor, x[:1]) != metrics.macs(ours, x[:1]):
             raise AssertionError(f"{case.name}: Torch-Pruning's widths differ from ours")
-        runs = {
+        runs: Runs = {
             "dense": same_deployment(dense, x, device, dtype),
             "ours": same_deployment(ours, x, device, dtype),
             "TP": same_deployment(anchor, x, device, dtype),
             "dense as is": (copy.deepcopy(dense).to(device, dtype), x.to(device, dtype)),
         }
+        graphed = device.type == "cuda" and capture_graphs(runs, f"{case.name} {amount:.0%}")
         seconds = interleaved_latency(runs, run.repeats, run.warmup)
         reduction = dense_macs / metrics.macs(ours, x[:1])
         speedup = seconds["dense"] / seconds["ours"]
@@ -156,7 +188,26 @@ def case_rows(
                 f"{seconds['dense as is'] / seconds['ours']:.2f}x",
             ]
         )
+        if device.type == "cuda":
+            both = seconds["dense graphed"] / seconds["ours graphed"] if graphed else 0.0
+            rows[-1].append(f"{both:.2f}x ({both / reduction:.2f})" if graphed else "failed")
     return rows
+
+
+#: The runs of D1 that are also timed as CUDA graphs.
+RUNS = ("dense", "ours")
+
+
+def capture_graphs(runs: Runs, what: str) -> bool:
+    """Add ``"dense graphed"`` and ``"ours graphed"`` (:func:`cuda_graphed`) to ``runs``; a
+    capture that fails is warned about and reported in the table, not a lost run."""
+    try:
+        graphed = {f"{name} graphed": (cuda_graphed(*runs[name]), runs[name][1]) for name in RUNS}
+    except RuntimeError as error:
+        warnings.warn(f"{what}: CUDA graph capture failed: {error}", stacklevel=2)
+        return False
+    runs.update(graphed)
+    return True
 
 
 def checked(device: str, dtype: str) -> torch.device:
@@ -201,7 +252,7 @@ def speed_table(quick: bool, device: str = "cpu", dtype: str = "float32") -> str
         "met",
         "TP speed-up",
         "deployment",
-    ]
+    ] + (["CUDA graphs (ratio)"] if on_gpu else [])
     run = budget(quick)
     notes = [
         "speed-up: dense / pruned latency, both deployed alike (BN folded, NHWC model and "
@@ -209,6 +260,15 @@ def speed_table(quick: bool, device: str = "cpu", dtype: str = "float32") -> str
         "TP speed-up: Torch-Pruning's pruned model (same widths), same deployment, same run",
         "deployment: our pruned model deployed against the dense model as it comes (NCHW, BN "
         "unfolded): pruning plus what the deployment steps give any model; not a headline",
+        *(
+            [
+                "CUDA graphs: dense / pruned latency, both deployed alike and each replayed as "
+                "one CUDA graph (one launch a call instead of one a kernel); ratio: that / MACs "
+                "red."
+            ]
+            if on_gpu
+            else []
+        ),
         f"structured pruner, L1 magnitude, local, classifier protected; median of {run.repeats} "
         f"interleaved repeats; {dtype}; " + machine(where, load),
     ]
