@@ -1,5 +1,6 @@
 """`pruneplug bench augment --quick`: runs every row and prints the table and the verdicts."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,7 +96,13 @@ def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
     lines = done.stdout.splitlines()
     assert lines[-1].startswith("pipeline on 1 image: ") and "kernels and" in lines[-1]
     assert lines[-2].startswith("parameters drawn by a CPU generator: "), done.stdout
-    rows = [line.split() for line in lines[2:-2]]
+    # the sync-free apply (what CUDA graphs and a whole-graph compile need) reads the device never
+    assert re.fullmatch(
+        r"apply only: library \d+ kernels and [1-9]\d* syncs; sync-free \d+ "
+        r"kernels and 0 syncs",
+        lines[-3],
+    ), done.stdout
+    rows = [line.split() for line in lines[2:-3]]
     variants = {" ".join(row[1:-4]): row for row in rows}
     assert set(variants) == {
         "bmm (library)",
@@ -106,6 +113,7 @@ def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
         "separable, 2 grouped convs",
         "eager (library)",
         "apply only, eager",
+        "apply only, sync-free",
     }, done.stdout
     for row in rows:
         assert float(row[-4]) > 0 and float(row[-1]) < 1e-4, row  # time, max |diff|

@@ -6,6 +6,12 @@ for 3 x 3 matrices), 17 % in the blur (one grouped convolution) and 11 % in ``gr
 Which replacement is faster is a measurement, not a guess (on CPU, three ``addcmul`` are slower
 than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
 
+* the whole pipeline, eager and under ``torch.compile``; its apply alone (parameters drawn
+  beforehand, as kornia splits them), eager and compiled; and the apply made **sync-free**
+  (:func:`apply_sync_free`: no device read, fixed shapes, 0 syncs against the library's 4),
+  eager, compiled whole (``fullgraph=True``: it has no graph break), replayed as a CUDA graph,
+  and both (``mode="reduce-overhead"``). These rows come first: they decide whether the library
+  should split drawing from a sync-free, compiled or graphed apply;
 * the product of two ``N x 3 x 3`` matrices, of which a call of the pipeline makes about 20
   to build its per-sample maps: ``bmm`` (the library's) or a broadcast multiply-and-sum;
 * the colour map's final pass ``out = clamp(A x + t)``: ``baddbmm`` (the library's), a
@@ -13,11 +19,9 @@ than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
   compiled by ``torch.compile`` (one generated kernel);
 * the 3 x 3 Gaussian blur: the library's grouped convolution, the same Gaussian as two 1-D
   grouped convolutions (it is separable), and a compiled 9-tap stencil;
-* the whole pipeline, eager and under ``torch.compile``; its apply alone (parameters drawn
-  beforehand, as kornia splits them), eager and compiled; the whole pipeline with its
-  parameters drawn by a CPU generator against drawn on the device (different draws, so not
-  compared); and on one image: the per-call floor, with its kernels and syncs (on a GPU also as
-  ``torch.cuda.set_sync_debug_mode`` reports them).
+* the whole pipeline with its parameters drawn by a CPU generator against drawn on the device
+  (different draws, so not compared); and on one image: the per-call floor, with its kernels
+  and syncs (on a GPU also as ``torch.cuda.set_sync_debug_mode`` reports them).
 
 Every variant is first checked against the library's output (max |difference| printed; a
 variant off by more than 1e-4 is reported, not timed). Times are medians of ``--repeats``
@@ -32,19 +36,24 @@ import argparse
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from pruneplug_plugins.blur import filter_images
 from torch import Tensor
 from torch.nn import functional as F
 
+from pruneplug.augment import Compose
+from pruneplug.augment.kernels import _sample, colour_pass, moved_and_exact
+from pruneplug.augment.pipeline import _child
 from pruneplug.benchmarks.augment import (
     compose,
     copy_bandwidth,
     dispatch_counts,
     pruneplug_pipeline,
 )
+from pruneplug.benchmarks.deploy_speed import cuda_graphed
 
 TOLERANCE = 1e-4
 
@@ -121,6 +130,47 @@ def blur_stencil(x: Tensor, kernels: Tensor) -> Tensor:
     return out.clamp(0, 1)
 
 
+def warp_sync_free(images: Tensor, matrix: Tensor, options: dict[str, Any]) -> Tensor:
+    """:func:`~pruneplug.augment.warp` without reading the device: every image is resampled
+    both ways, with ``interpolation`` and nearest, and ``torch.where`` keeps per sample what
+    ``warp`` picks (instead of counting and indexing the two groups). Twice the resampling,
+    no wait, fixed shapes."""
+    interpolation = options.get("interpolation", "bilinear")
+    padding_mode, fill = options.get("padding_mode", "constant"), options.get("fill", 0.0)
+    matrix = matrix.to(images.dtype)
+    moved, exact = moved_and_exact(matrix, images.shape)
+    out = _sample(images, matrix, interpolation, padding_mode, fill)
+    if interpolation != "nearest":
+        nearest = _sample(images, matrix, "nearest", padding_mode, fill)
+        out = torch.where(exact.view(-1, 1, 1, 1), nearest, out)
+    return torch.where(moved.view(-1, 1, 1, 1), out, images)
+
+
+def apply_sync_free(pipeline: Compose, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+    """``pipeline.transform(images, params)[0]`` (``Compose._apply``'s stages) with no device
+    read: geometric stages through :func:`warp_sync_free`, colour stages as one pass (their maps
+    are the identity for unselected samples), any other stage applied to the whole batch and
+    its unselected samples put back with ``torch.where``. What ``torch.compile`` without graph
+    breaks and CUDA graphs need; equal to the library's apply."""
+    for kind, indices in pipeline.stages:
+        if kind == "warp":
+            shape = images.shape
+            matrix = pipeline.warps[indices[0]].sampling_matrix(_child(params, indices[0]), shape)
+            for i in indices[1:]:
+                matrix = matrix @ pipeline.warps[i].sampling_matrix(_child(params, i), shape)
+            options = pipeline.warps[indices[0]].warp_options()
+            images = warp_sync_free(images, matrix, options)
+        elif kind == "colour":
+            images = colour_pass(
+                images, [(pipeline.colours[i], _child(params, i)) for i in indices]
+            )
+        else:
+            stage, sub = pipeline.augmenters[indices[0]], _child(params, indices[0])
+            out, _ = stage._apply(images, sub, None, None, None)
+            images = torch.where(sub["applied"].view(-1, 1, 1, 1), out, images)
+    return images
+
+
 def compiled(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return torch.compile(fn, dynamic=False)
 
@@ -153,7 +203,28 @@ def main() -> None:
     def library_blur() -> Tensor:
         return filter_images(x, kernels, "reflect")
 
+    def sync_free(images: Tensor) -> Tensor:
+        return apply_sync_free(stages, images, params)
+
+    def graphed(fn: Callable[[Tensor], Tensor]) -> Callable[[], Tensor]:
+        """``fn(x)`` replayed as a CUDA graph, captured at the first call (so that a failed
+        capture is a row of the table, not a crash)."""
+        replay: list[Callable[[Tensor], object]] = []
+
+        def run() -> Tensor:
+            if not replay:
+                replay.append(cuda_graphed(fn, x))
+            return replay[0](x)  # type: ignore[return-value]
+
+        return run
+
+    # the pipeline first: its rows decide the design; the passes below pick kernels within it
     passes: dict[str, dict[str, Callable[[], Tensor]]] = {
+        "pipeline": {
+            "eager (library)": lambda: pipeline_eager(x),
+            "apply only, eager": lambda: stages.transform(x, params)[0],
+            "apply only, sync-free": lambda: sync_free(x),
+        },
         "compose": {  # the N x 3 x 3 products that build the per-sample maps (~20 a call)
             "bmm (library)": lambda: compose_bmm(a, a),
             "broadcast sum": lambda: compose_broadcast(a, a),
@@ -167,20 +238,24 @@ def main() -> None:
             "grouped conv2d (library)": library_blur,
             "separable, 2 grouped convs": lambda: blur_separable(x, g),
         },
-        "pipeline": {
-            "eager (library)": lambda: pipeline_eager(x),
-            "apply only, eager": lambda: stages.transform(x, params)[0],
-        },
     }
+    pipeline = passes["pipeline"]
+    if device.type == "cuda":  # one launch replays the whole apply (fixed shapes, no waits)
+        pipeline["sync-free, CUDA graph"] = graphed(sync_free)
     if not args.quick:
+        free_c = torch.compile(sync_free, fullgraph=True, dynamic=False)  # no graph break
+        pipeline["sync-free, compiled"] = lambda: free_c(x)
+        if device.type == "cuda":
+            free_g = torch.compile(sync_free, fullgraph=True, mode="reduce-overhead")
+            pipeline["sync-free, compiled+graphs"] = lambda: free_g(x)
+        apply_c = compiled(lambda images, drawn: stages.transform(images, drawn)[0])
+        pipe_c = compiled(pipeline_compiled)
+        pipeline["apply only, compiled"] = lambda: apply_c(x, params)
+        pipeline["torch.compile"] = lambda: pipe_c(x)
         colour_c = compiled(colour_broadcast)
         stencil_c = compiled(blur_stencil)
-        pipe_c = compiled(pipeline_compiled)
-        apply_c = compiled(lambda images, drawn: stages.transform(images, drawn)[0])
         passes["colour"]["broadcast sum, compiled"] = lambda: colour_c(x, a, t)
         passes["blur"]["9-tap stencil, compiled"] = lambda: stencil_c(x, kernels)
-        passes["pipeline"]["torch.compile"] = lambda: pipe_c(x)
-        passes["pipeline"]["apply only, compiled"] = lambda: apply_c(x, params)
     bandwidth = copy_bandwidth(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
@@ -210,6 +285,14 @@ def main() -> None:
                 f"{pass_name:10s} {variant:28s} {ms:9.3f} {rate / 1e9:8.1f} "
                 f"{100 * rate / bandwidth:7.2f} {diff:11.2e}"
             )
+    counts = {
+        "library": dispatch_counts(lambda images: stages.transform(images, params)[0], x),
+        "sync-free": dispatch_counts(lambda images: apply_sync_free(stages, images, params), x),
+    }
+    print(
+        "apply only: "
+        + "; ".join(f"{name} {k} kernels and {w} syncs" for name, (k, w) in counts.items())
+    )
     print(host_draws(x, device, repeats))
     print(launch_floor(size, device, repeats))
 

@@ -56,6 +56,19 @@ def _sample(
     return out.clamp_(0, 1)
 
 
+def moved_and_exact(matrix: Tensor, shape: torch.Size) -> tuple[Tensor, Tensor]:
+    """Per sample of ``N x 3 x 3`` sampling matrices for images of ``shape``: whether its matrix
+    is not the identity, and whether it sends every pixel centre to within 1e-3 pixel of a
+    pixel centre (so that nearest-neighbour sampling reads it exactly)."""
+    eye = torch.eye(3, dtype=matrix.dtype, device=matrix.device)
+    moved = (matrix != eye).flatten(1).any(1)
+    # largest distance (pixels) between where a pixel centre goes and the nearest pixel centre
+    h, w = shape[-2:]
+    error = (matrix[:, :2] - matrix[:, :2].round()).abs()
+    reach = error @ constant((w - 1.0, h - 1.0, 1.0), matrix.device, matrix.dtype)
+    return moved, reach.amax(1) < 1e-3
+
+
 def warp(
     images: Tensor,
     matrix: Tensor,
@@ -80,13 +93,7 @@ def warp(
             f"padding_mode must be one of {tuple(PADDING_MODES)}, got {padding_mode!r}"
         )
     matrix = matrix.to(images.dtype)
-    eye = torch.eye(3, dtype=matrix.dtype, device=matrix.device)
-    moved = (matrix != eye).flatten(1).any(1)
-    # largest distance (pixels) between where a pixel centre goes and the nearest pixel centre
-    _, _, h, w = images.shape
-    error = (matrix[:, :2] - matrix[:, :2].round()).abs()
-    reach = error @ constant((w - 1.0, h - 1.0, 1.0), matrix.device, matrix.dtype)
-    exact = reach.amax(1) < 1e-3
+    moved, exact = moved_and_exact(matrix, images.shape)
     if interpolation == "nearest":
         groups = [(moved, "nearest")]
     else:
