@@ -131,7 +131,7 @@ def cuda_graphed(model: Callable[[Tensor], object], x: Tensor) -> Callable[[Tens
             model(static)
     torch.cuda.current_stream(x.device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
+    with torch.inference_mode(), torch.cuda.graph(graph, stream=stream):
         out = model(static)
 
     def replay(inputs: Tensor) -> object:
