@@ -20,7 +20,8 @@ than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
 * the 3 x 3 Gaussian blur: the library's grouped convolution, the same Gaussian as two 1-D
   grouped convolutions (it is separable), and a compiled 9-tap stencil;
 * the whole pipeline with its parameters drawn by a CPU generator against drawn on the device
-  (different draws, so not compared); and on one image: the per-call floor, with its kernels
+  (different draws, so not compared), and the drawing alone (what a split call pays before a
+  compiled or graphed apply); and on one image: the per-call floor, with its kernels
   and syncs (on a GPU also as ``torch.cuda.set_sync_debug_mode`` reports them).
 
 Every variant is first checked against the library's output (max |difference| printed; a
@@ -306,9 +307,15 @@ def host_draws(x: Tensor, device: torch.device, repeats: int) -> str:
     host_ms = median_ms(lambda: pipeline(x, generator=on_host), device, repeats)
     device_ms = median_ms(lambda: pipeline(x, generator=on_device), device, repeats)
     kernels, syncs = dispatch_counts(lambda images: pipeline(images, generator=on_host), x)
+
+    def draw() -> None:  # what a split call pays before its apply
+        pipeline.forward_parameters(x.shape, on_device, device)
+
+    draw_ms = median_ms(draw, device, repeats)  # type: ignore[arg-type]
     return (
         f"parameters drawn by a CPU generator: {host_ms:.3f} ms a call, against {device_ms:.3f} "
-        f"ms drawn on the device; {kernels} kernels and {syncs} syncs counted"
+        f"ms drawn on the device; {kernels} kernels and {syncs} syncs counted; drawing alone "
+        f"on the device {draw_ms:.3f} ms"
     )
 
 
