@@ -373,17 +373,18 @@ def test_ctrl_c_returns_at_once_and_keeps_finished_trials(tmp_path: Path) -> Non
     sweep = Sweep(trial=sleepy_trial, axes={"sleep": [0.0, 0.01, 40.0, 41.0]})
     store = tmp_path / "results.jsonl"
     interrupted: list[float] = []
+    returned = threading.Event()  # the sweep ended on its own: no Ctrl-C may follow
 
     def ctrl_c_once_the_quick_trials_are_stored() -> None:
         """Ctrl-C to this process only (as a notebook's "interrupt the kernel"), while the two
         long trials run: after the quick ones are stored, however long the pool took to start."""
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not returned.is_set():
             if store.exists() and len(store.read_text().splitlines()) >= 2:
-                break
+                interrupted.append(time.perf_counter())
+                os.kill(os.getpid(), signal.SIGINT)
+                return
             time.sleep(0.05)
-        interrupted.append(time.perf_counter())
-        os.kill(os.getpid(), signal.SIGINT)
 
     # the interpreter's own handler raises KeyboardInterrupt, whatever an earlier test installed
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -391,6 +392,7 @@ def test_ctrl_c_returns_at_once_and_keeps_finished_trials(tmp_path: Path) -> Non
     try:
         interrupt.start()
         results = run(sweep, backend="pool", workers=2, store=store, progress=False)
+        returned.set()
         pytest.fail(f"the sweep ran to its end through the Ctrl-C: {results.records}")
     except KeyboardInterrupt:
         assert interrupted and time.perf_counter() - interrupted[0] < 10  # not the 40 s left

@@ -188,21 +188,23 @@ def case_rows(
                 f"{seconds['dense as is'] / seconds['ours']:.2f}x",
             ]
         )
-        if device.type == "cuda":
-            both = seconds["dense graphed"] / seconds["ours graphed"] if graphed else 0.0
-            rows[-1].append(f"{both:.2f}x ({both / reduction:.2f})" if graphed else "failed")
+        if graphed:
+            both = seconds["dense graphed"] / seconds["ours graphed"]
+            rows[-1].append(f"{both:.2f}x ({both / reduction:.2f})")
+        elif device.type == "cuda":
+            rows[-1].append("failed")
     return rows
 
 
 #: The runs of D1 that are also timed as CUDA graphs.
-RUNS = ("dense", "ours")
+GRAPHED = ("dense", "ours")
 
 
 def capture_graphs(runs: Runs, what: str) -> bool:
     """Add ``"dense graphed"`` and ``"ours graphed"`` (:func:`cuda_graphed`) to ``runs``; a
     capture that fails is warned about and reported in the table, not a lost run."""
     try:
-        graphed = {f"{name} graphed": (cuda_graphed(*runs[name]), runs[name][1]) for name in RUNS}
+        graphed = {f"{n} graphed": (cuda_graphed(*runs[n]), runs[n][1]) for n in GRAPHED}
     except RuntimeError as error:
         warnings.warn(f"{what}: CUDA graph capture failed: {error}", stacklevel=2)
         return False
