@@ -159,8 +159,7 @@ def apply_sync_free(pipeline: Compose, images: Tensor, params: Mapping[str, Tens
             matrix = pipeline.warps[indices[0]].sampling_matrix(_child(params, indices[0]), shape)
             for i in indices[1:]:
                 matrix = matrix @ pipeline.warps[i].sampling_matrix(_child(params, i), shape)
-            options = pipeline.warps[indices[0]].warp_options()
-            images = warp_sync_free(images, matrix, options)
+            images = warp_sync_free(images, matrix, pipeline._warp_options(indices) or {})
         elif kind == "colour":
             images = colour_pass(
                 images, [(pipeline.colours[i], _child(params, i)) for i in indices]
@@ -288,7 +287,7 @@ def main() -> None:
             )
     counts = {
         "library": dispatch_counts(lambda images: stages.transform(images, params)[0], x),
-        "sync-free": dispatch_counts(lambda images: apply_sync_free(stages, images, params), x),
+        "sync-free": dispatch_counts(sync_free, x),
     }
     print(
         "apply only: "
