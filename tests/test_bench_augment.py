@@ -114,6 +114,7 @@ def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
         "eager (library)",
         "apply only, eager",
         "apply only, sync-free",
+        *(["sync-free, CUDA graph"] if device == "cuda" else []),  # a capture that fails fails
     }, done.stdout
     for row in rows:
         assert float(row[-4]) > 0 and float(row[-1]) < 1e-4, row  # time, max |diff|
