@@ -246,24 +246,33 @@ class ColourJitter(ColourAugmenter):
 
     def affine(self, params: Mapping[str, Tensor], mean: Tensor) -> tuple[Tensor, Tensor]:
         n, channels = mean.shape
+        eye = _eye(n, channels, mean.device)
+        contrast = params["contrast"]
+        # The four matrices are fixed, so they are stacked once. Only contrast has an offset,
+        # (1 - k) times the mean grey *when it applies*, so that offset is worked out per step.
+        # Saturation and hue are the identity on grey images (generate_parameters made sure
+        # their strengths are 0 there).
+        matrices = torch.stack(
+            [
+                brightness_map(params["brightness"], channels)[0],
+                contrast.view(n, 1, 1) * eye,
+                saturation_map(params["saturation"])[0] if channels == 3 else eye,
+                hue_map(params["hue"])[0] if channels == 3 else eye,
+            ],
+            1,
+        )
+        grey = _grey_weights(channels, mean.device)
+        fade = (1 - contrast)[:, None]
         rows = torch.arange(n, device=mean.device)
-        identity = (_eye(n, channels, mean.device), mean.new_zeros(n, channels).float())
-        brightness = brightness_map(params["brightness"], channels)
-        # saturation and hue are the identity on grey images (generate_parameters made sure
-        # their strengths are 0 there)
-        saturation = saturation_map(params["saturation"]) if channels == 3 else identity
-        hue = hue_map(params["hue"]) if channels == 3 else identity
-        a, t = identity
-        current = mean.float()
-        for step in range(4):
-            maps = [brightness, contrast_map(params["contrast"], current), saturation, hue]
-            op = params["order"][:, step]
-            step_a = torch.stack([m[0] for m in maps], 1)[rows, op]
-            step_t = torch.stack([m[1] for m in maps], 1)[rows, op]
+        order = params["order"]
+        # the offset so far and the image mean after the steps so far, as the columns of N x C x 2
+        a, offsets = eye, torch.stack([mean.new_zeros(n, channels).float(), mean.float()], 2)
+        for op, is_contrast in zip(order.unbind(1), (order == 1).unbind(1), strict=True):
+            step_a = matrices[rows, op]
+            step_t = torch.where(is_contrast[:, None], fade * (offsets[:, :, 1] @ grey)[:, None], 0)
             a = step_a @ a
-            t = (step_a @ t[..., None]).squeeze(-1) + step_t
-            current = (step_a @ current[..., None]).squeeze(-1) + step_t
-        return a, t
+            offsets = step_a @ offsets + step_t[..., None]
+        return a, offsets[:, :, 0]
 
 
 @hookimpl

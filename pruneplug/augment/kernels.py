@@ -146,14 +146,14 @@ def colour_pass(
 ) -> Tensor:
     """Apply a run of colour stages as one affine map per sample, then clamp to [0, 1] once."""
     n, c, h, w = images.shape
-    mean = images.mean((2, 3))
     matrix = torch.eye(c, dtype=images.dtype, device=images.device).expand(n, c, c)
-    offset = images.new_zeros(n, c)
+    # the offset so far and the image mean after the stages so far, as the columns of N x C x 2:
+    # one product per stage moves both
+    offsets = torch.stack([images.new_zeros(n, c), images.mean((2, 3))], 2)
     for augmenter, params in stages:
-        a, t = augmenter.colour_map(params, mean)
+        a, t = augmenter.colour_map(params, offsets[:, :, 1])
         a, t = a.to(images.dtype), t.to(images.dtype)
         matrix = a @ matrix
-        offset = (a @ offset[..., None]).squeeze(-1) + t
-        mean = (a @ mean[..., None]).squeeze(-1) + t
-    out = torch.baddbmm(offset[..., None], matrix, images.reshape(n, c, h * w))
+        offsets = a @ offsets + t[..., None]
+    out = torch.baddbmm(offsets[:, :, :1], matrix, images.reshape(n, c, h * w))
     return out.view(n, c, h, w).clamp_(0, 1)
