@@ -93,9 +93,14 @@ def brightness_map(factor: Tensor, channels: int) -> tuple[Tensor, Tensor]:
 def contrast_map(factor: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
     """:math:`c \\mapsto k c + (1 - k) \\bar g`, with :math:`\\bar g = w \\cdot` ``mean``."""
     n, channels = mean.shape
-    grey = mean.float() @ _grey_weights(channels, mean.device)
-    a = factor.view(n, 1, 1) * _eye(n, channels, factor.device)
-    return a, ((1 - factor) * grey)[:, None].expand(n, channels)
+    return factor.view(n, 1, 1) * _eye(n, channels, factor.device), contrast_offset(factor, mean)
+
+
+def contrast_offset(factor: Tensor, mean: Tensor) -> Tensor:
+    """Contrast's offset :math:`(1 - k) \\bar g` in every channel (``N x C``); its matrix,
+    :math:`k I`, does not depend on the image."""
+    grey = mean.float() @ _grey_weights(mean.shape[1], mean.device)
+    return ((1 - factor) * grey)[:, None].expand(mean.shape)
 
 
 def saturation_map(factor: Tensor) -> tuple[Tensor, Tensor]:
@@ -247,29 +252,27 @@ class ColourJitter(ColourAugmenter):
     def affine(self, params: Mapping[str, Tensor], mean: Tensor) -> tuple[Tensor, Tensor]:
         n, channels = mean.shape
         eye = _eye(n, channels, mean.device)
-        contrast = params["contrast"]
+        k = params["contrast"]
         # The four matrices are fixed, so they are stacked once. Only contrast has an offset,
-        # (1 - k) times the mean grey *when it applies*, so that offset is worked out per step.
+        # and it depends on the mean *when contrast applies*, so it is worked out per step.
         # Saturation and hue are the identity on grey images (generate_parameters made sure
         # their strengths are 0 there).
         matrices = torch.stack(
             [
                 brightness_map(params["brightness"], channels)[0],
-                contrast.view(n, 1, 1) * eye,
+                k.view(n, 1, 1) * eye,
                 saturation_map(params["saturation"])[0] if channels == 3 else eye,
                 hue_map(params["hue"])[0] if channels == 3 else eye,
             ],
             1,
         )
-        grey = _grey_weights(channels, mean.device)
-        fade = (1 - contrast)[:, None]
         rows = torch.arange(n, device=mean.device)
         order = params["order"]
         # the offset so far and the image mean after the steps so far, as the columns of N x C x 2
         a, offsets = eye, torch.stack([mean.new_zeros(n, channels).float(), mean.float()], 2)
         for op, is_contrast in zip(order.unbind(1), (order == 1).unbind(1), strict=True):
             step_a = matrices[rows, op]
-            step_t = torch.where(is_contrast[:, None], fade * (offsets[:, :, 1] @ grey)[:, None], 0)
+            step_t = torch.where(is_contrast[:, None], contrast_offset(k, offsets[:, :, 1]), 0)
             a = step_a @ a
             offsets = step_a @ offsets + step_t[..., None]
         return a, offsets[:, :, 0]
