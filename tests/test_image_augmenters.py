@@ -347,6 +347,28 @@ def test_colour_jitter_orders(registry):
     assert len(torch.unique(orders, dim=0)) > 10
 
 
+def test_colour_jitter_applies_the_four_ops_in_each_samples_order(registry):
+    # mid-range colours and small strengths: no step leaves [0, 1], so clamping once (the
+    # jitter) and after every step (one op at a time) agree
+    x = torch.rand(32, 3, 4, 4, generator=gen(12)) * 0.2 + 0.4
+    jitter = make(registry, "colour_jitter", brightness=0.1, contrast=0.1, saturation=0.1, p=1.0)
+    params = jitter.forward_parameters(x.shape, gen(), "cpu")
+    out, _ = jitter.transform(x, params)
+    ops = [
+        (make(registry, "brightness"), {"factor": params["brightness"]}),
+        (make(registry, "contrast"), {"factor": params["contrast"]}),
+        (make(registry, "saturation"), {"factor": params["saturation"]}),
+        (make(registry, "hue"), {"turns": params["hue"]}),
+    ]
+    for i, order in enumerate(params["order"].tolist()):
+        step = x[i : i + 1]
+        for op in order:
+            aug, op_params = ops[op]
+            step, _ = aug.transform(step, {k: v[i : i + 1] for k, v in op_params.items()})
+        assert torch.allclose(out[i : i + 1], step, atol=1e-5), (i, order)
+    assert len(set(map(tuple, params["order"].tolist()))) > 5  # many orders were checked
+
+
 def test_colour_jitter_on_grey_images(registry):
     one = torch.rand(4, 1, 5, 5, generator=gen(11))
     out = make(registry, "colour_jitter", saturation=0.0, hue=0.0)(one, generator=gen())
