@@ -23,9 +23,13 @@ lab: $(STAMP)
 # The course runs twice against the same stored notebooks, so what they store must not depend on
 # the machine: once with this CPU's native vector kernels and 2 threads (with the other tests),
 # once with ATen, oneDNN and MKL held to their baseline instruction sets and 1 thread.
-NATIVE_NUMERICS   = OMP_NUM_THREADS=2
+# Each run keeps its own TorchInductor cache: the cache's keys ignore ATEN_CPU_CAPABILITY, so a
+# kernel generated for one instruction set would be reused under the other, where it fails to
+# build (AVX-512 code under the baseline) or runs wrong or corrupts memory (AVX-512 vs AVX2).
+INDUCTOR_CACHE    = $(abspath $(VENV))/inductor-cache
+NATIVE_NUMERICS   = OMP_NUM_THREADS=2 TORCHINDUCTOR_CACHE_DIR="$(INDUCTOR_CACHE)/native"
 PORTABLE_NUMERICS = OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=SSE41 \
-                    MKL_ENABLE_INSTRUCTIONS=SSE4_2
+                    MKL_ENABLE_INSTRUCTIONS=SSE4_2 TORCHINDUCTOR_CACHE_DIR="$(INDUCTOR_CACHE)/portable"
 
 test: $(STAMP)
 	$(PY) -m ruff check .
