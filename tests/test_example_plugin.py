@@ -63,7 +63,7 @@ def test_disabled_by_its_distribution_name(dist):
 
 def test_fpgm_drives_a_structured_pruning_run(dist, digits):
     if "structured" not in pruneplug.get_registry().names("pruner"):
-        pytest.skip("the built-in 'structured' pruner is not registered (plugins/structured.py)")
+        pytest.skip("the built-in 'structured' pruner is not registered (plugins/structured/)")
     model = models.cnn(widths=(8, 16, 32))
     engine.train(model, digits.train, epochs=2, lr=0.05, progress=False)
     scores = pruneplug.get_scorer("fpgm")(model)

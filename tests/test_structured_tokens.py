@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from pruneplug_plugins.structured import Example, example_input, parse_example
+from pruneplug_plugins.structured.examples import Example, example_input, parse_example
 from torch import nn
 
 import pruneplug

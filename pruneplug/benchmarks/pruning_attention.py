@@ -39,12 +39,8 @@ from functools import partial
 
 import torch_pruning as tp
 from pruneplug_plugins.head_importance import head_scores
-from pruneplug_plugins.structured import (
-    Example,
-    buffers_as_parameters,
-    example_input,
-    parameters_as_buffers,
-)
+from pruneplug_plugins.structured.examples import Example, example_input
+from pruneplug_plugins.structured.tracing import buffers_as_parameters, parameters_as_buffers
 from torch import nn
 from torch.nn import functional as F
 
