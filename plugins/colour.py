@@ -21,9 +21,15 @@ Every op is a per-sample affine map of each pixel's colour :math:`c` (a channel 
   0.25); on uniformly random colours the median hue change is :math:`h` and saturation
   unchanged. Use it as a hue *perturbation*, not as an exact HSV shift;
 * grayscale: :math:`c \mapsto g(c)\,1` (keeps the channel count);
-* colour jitter: brightness, contrast, saturation and hue together, in a random order drawn
-  **per sample** (``order="random"``, as torchvision's ``ColorJitter`` but per sample) or always
-  in that order (``order="fixed"``), composed into one map.
+* colour jitter: brightness, contrast, saturation and hue together, as one map
+  :math:`c \mapsto b k\, S_s H_h\, c + (1 - k)\, b\, \bar g\, 1`. torchvision's ``ColorJitter``
+  applies the four in a random order; here the order would change nothing. The four matrices
+  commute: :math:`b I` and :math:`k I` scale every channel, and saturation (which scales the
+  YIQ chroma plane) and hue (which turns it) both keep each pixel's grey value and map greys
+  to themselves. Contrast's offset comes out as :math:`(1 - k)\, b\, \bar g` either way: a
+  brightness step before it scales the mean grey it blends towards, a brightness step after it
+  scales the offset, and saturation and hue change neither. In torchvision the order matters
+  only through the clamp after each step and its HSV hue.
 
 Values are clamped to [0, 1] once, after the map; torchvision clamps after each step of a
 jitter, which differs only where an intermediate step leaves [0, 1]. Colour jitter was
@@ -213,69 +219,39 @@ class Grayscale(ColourAugmenter):
 
 class ColourJitter(ColourAugmenter):
     name = "colour_jitter"
-    description = "Brightness, contrast, saturation and hue at once, in a random order per sample"
+    description = "Brightness, contrast, saturation and hue at once, as one colour map"
     params = (
         _strength("brightness", 0.2, "largest relative brightness change"),
         _strength("contrast", 0.2, "largest relative contrast change"),
         _strength("saturation", 0.2, "largest relative saturation change (RGB only)"),
         _strength("hue", 0.05, "largest hue shift in turns (RGB only)", 0.5),
-        Param(
-            "order",
-            str,
-            "random",
-            choices=("random", "fixed"),
-            help="random order per sample, or brightness, contrast, saturation, hue",
-        ),
         probability(1.0),
     )
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
-        """``brightness``, ``contrast``, ``saturation`` factors, ``hue`` turns, and ``order``
-        (N x 4: the ops' indices in the order they apply, 0 = brightness ... 3 = hue)."""
+        """``brightness``, ``contrast``, ``saturation`` factors and ``hue`` turns."""
         n, channels = shape[0], shape[1]
         cfg = self.config
         _grey_weights(channels, device)
         if channels != 3 and (cfg["saturation"] > 0 or cfg["hue"] > 0):
             _require_rgb("colour_jitter", shape, "set saturation=0 and hue=0 for grey images")
-        params = {
+        return {
             "brightness": _factor(cfg["brightness"], n, generator, device),
             "contrast": _factor(cfg["contrast"], n, generator, device),
             "saturation": _factor(cfg["saturation"], n, generator, device),
             "hue": -cfg["hue"] + 2 * cfg["hue"] * torch.rand(n, generator=generator, device=device),
         }
-        if cfg["order"] == "random":
-            params["order"] = torch.rand(n, 4, generator=generator, device=device).argsort(1)
-        else:
-            params["order"] = torch.arange(4, device=device).expand(n, 4)
-        return params
 
     def affine(self, params: Mapping[str, Tensor], mean: Tensor) -> tuple[Tensor, Tensor]:
+        """The four maps in one, whatever their order (see the module docstring). Saturation
+        and hue are the identity on grey images (``generate_parameters`` made sure their
+        strengths are 0 there)."""
         n, channels = mean.shape
-        eye = _eye(n, channels, mean.device)
-        k = params["contrast"]
-        # The four matrices are fixed, so they are stacked once. Only contrast has an offset,
-        # and it depends on the mean *when contrast applies*, so it is worked out per step.
-        # Saturation and hue are the identity on grey images (generate_parameters made sure
-        # their strengths are 0 there).
-        matrices = torch.stack(
-            [
-                brightness_map(params["brightness"], channels)[0],
-                k.view(n, 1, 1) * eye,
-                saturation_map(params["saturation"])[0] if channels == 3 else eye,
-                hue_map(params["hue"])[0] if channels == 3 else eye,
-            ],
-            1,
-        )
-        rows = torch.arange(n, device=mean.device)
-        order = params["order"]
-        # the offset so far and the image mean after the steps so far, as the columns of N x C x 2
-        a, offsets = eye, torch.stack([mean.new_zeros(n, channels).float(), mean.float()], 2)
-        for op, is_contrast in zip(order.unbind(1), (order == 1).unbind(1), strict=True):
-            step_a = matrices[rows, op]
-            step_t = torch.where(is_contrast[:, None], contrast_offset(k, offsets[:, :, 1]), 0)
-            a = step_a @ a
-            offsets = step_a @ offsets + step_t[..., None]
-        return a, offsets[:, :, 0]
+        b, k = params["brightness"], params["contrast"]
+        a = (b * k).view(n, 1, 1) * _eye(n, channels, mean.device)
+        if channels == 3:
+            a = a @ saturation_map(params["saturation"])[0] @ hue_map(params["hue"])[0]
+        return a, b[:, None] * contrast_offset(k, mean)
 
 
 @hookimpl

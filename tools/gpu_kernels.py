@@ -12,7 +12,7 @@ than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
   eager, compiled whole (``fullgraph=True``: it has no graph break), replayed as a CUDA graph,
   and both (``mode="reduce-overhead"``). These rows come first: they decide whether the library
   should split drawing from a sync-free, compiled or graphed apply;
-* the product of two ``N x 3 x 3`` matrices, of which a call of the pipeline makes about 20
+* the product of two ``N x 3 x 3`` matrices, of which a call of the pipeline makes about 5
   to build its per-sample maps: ``bmm`` (the library's) or a broadcast multiply-and-sum;
 * the colour map's final pass ``out = clamp(A x + t)``: ``baddbmm`` (the library's), a
   broadcast multiply-and-sum, one ``addcmul`` per input channel, and the broadcast form
