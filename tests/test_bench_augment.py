@@ -1,5 +1,6 @@
 """`pruneplug bench augment --quick`: runs every row and prints the table and the verdicts."""
 
+import mmap
 import re
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def test_quick_benchmark_prints_every_row(capsys):
         assert row in out
     assert "ONE draw for the whole batch" in out
     header = next(line for line in out.splitlines() if line.startswith("library"))
-    assert header.split()[-3:] == ["kernels", "syncs", "parameters"]
+    assert header.split()[-4:] == ["kernels", "syncs", "faults", "parameters"]
     assert "target >= 1.5 x kornia" in out and "target >= 1 x torchvision v2 whole batch" in out
 
 
@@ -60,6 +61,23 @@ def test_size_batch_and_the_roofline_column(capsys):
 def test_roofline_is_traffic_over_copy_bandwidth():
     text = augment.table({"pruneplug": [1000.0]}, {}, bytes_per_image=1_000, bandwidth=4e6)
     assert "50.00" in text  # 1000 img/s x 2 x 1000 bytes / 4 MB/s
+
+
+def test_page_faults_count_the_pages_a_call_touches_first():
+    pytest.importorskip("resource", reason="getrusage: not on Windows")
+    pages = 256
+
+    def touch_fresh_pages(x: torch.Tensor) -> torch.Tensor:
+        fresh = mmap.mmap(-1, pages * mmap.PAGESIZE)  # mapped anew, so never touched before
+        for page in range(pages):
+            fresh[page * mmap.PAGESIZE] = 1
+        fresh.close()
+        return x
+
+    assert augment.page_faults(touch_fresh_pages, torch.rand(2)) >= pages
+    assert augment.page_faults(lambda x: x + 1, torch.rand(2)) < pages / 4
+    text = augment.table({"pruneplug": [10.0]}, {}, faults={"pruneplug": 3616.0})
+    assert text.splitlines()[1].split()[-4:] == ["-", "3616", "per", "sample"]
 
 
 def test_options_a_benchmark_does_not_take_are_refused(capsys):

@@ -38,6 +38,18 @@ copies occur only off the CPU. On a GPU each launch costs several microseconds o
 each sync idles the GPU until the CPU has queued more work, so at small batches these counts,
 not the bytes, bound the speed; CUDA graphs, which remove the launches, need a call free of
 syncs.
+
+**Page faults.** The column "faults" counts the minor page faults of one call (mean of
+:data:`FAULT_CALLS`, from ``getrusage``; "-" where the ``resource`` module is missing, on
+Windows): pages the process touches for the first time, each a trap into the kernel. glibc's
+``malloc`` gives a large freed block back to the system when it was mapped on its own or lies
+at the top of the heap beyond the trim threshold, so a call that allocates and frees the same
+batch-sized tensors can fault all of their pages in again, every call. glibc moves both
+thresholds as the process allocates, so whether a row pays depends on what ran before in the
+same process. In a fresh process on a 2-core CPU, 256 x 3 x 32 x 32 through the pruneplug row
+took 6.7-8.3 ms a call with about 3,650 faults; 3.3 ms with none once the environment pins
+both thresholds (``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824``: freed
+memory then stays with the process), and 2.9 ms with jemalloc (``LD_PRELOAD``).
 """
 
 from __future__ import annotations
@@ -58,6 +70,8 @@ BATCH = (256, 3, 32, 32)
 THREADS = 2
 #: size of the buffer whose copy measures the memory bandwidth (past every CPU cache)
 COPY_BYTES = 256 * 2**20
+#: calls over which the page faults of one call are averaged
+FAULT_CALLS = 3
 #: pipeline settings shared by every row
 DEGREES, SCALE, JITTER, SIGMA, KERNEL = 15.0, (0.8, 1.0), (0.2, 0.2, 0.2, 0.05), (0.1, 2.0), 3
 #: targets: ratio to kornia, ratio to torchvision v2 on the whole batch
@@ -260,6 +274,20 @@ def dispatch_counts(pipeline: Pipeline, images: Tensor) -> tuple[int, int]:
     return count.kernels, count.syncs
 
 
+def page_faults(pipeline: Pipeline, images: Tensor) -> float | None:
+    """Minor page faults per call of ``pipeline`` on ``images`` (mean of :data:`FAULT_CALLS`
+    calls after an untimed one), or ``None`` where the ``resource`` module is missing."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    pipeline(images)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(FAULT_CALLS):
+        pipeline(images)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / FAULT_CALLS
+
+
 def copy_bandwidth(device: torch.device, nbytes: int = COPY_BYTES, repeats: int = 5) -> float:
     """Bytes per second of ``dst.copy_(src)`` on ``device``, counting one read and one write.
 
@@ -285,16 +313,18 @@ def table(
     bytes_per_image: int = 4 * 3 * 32 * 32,
     bandwidth: float | None = None,
     counts: dict[str, tuple[int, int]] | None = None,
+    faults: dict[str, float | None] | None = None,
 ) -> str:
     """The printed table: median and range of images/s, ratios to kornia and to tv batch,
-    (given the copy ``bandwidth`` in bytes/s) the share of it each row's traffic reaches, and
-    (given ``counts``) each row's kernels and syncs per call."""
-    counts = counts or {}
+    (given the copy ``bandwidth`` in bytes/s) the share of it each row's traffic reaches,
+    (given ``counts``) each row's kernels and syncs per call, and (given ``faults``) its
+    minor page faults per call."""
+    counts, faults = counts or {}, faults or {}
     medians = {name: statistics.median(r) for name, r in rates.items()}
     lines = [
         f"{'library':28s} {'version':>12s} {'img/s':>8s} {'range':>15s} "
         f"{'x kornia':>8s} {'x tv batch':>10s} {'% copy bw':>9s} {'kernels':>7s} {'syncs':>5s}"
-        "  parameters"
+        f" {'faults':>6s}  parameters"
     ]
     for name, (_, note) in ROWS.items():
         if name in missing:
@@ -309,9 +339,11 @@ def table(
         spread = f"{min(rates[name]):.0f}-{max(rates[name]):.0f}"
         roof = f"{100 * rate * 2 * bytes_per_image / bandwidth:.2f}" if bandwidth else "-"
         kernels, syncs = map(str, counts.get(name, ("-", "-")))
+        fault = faults.get(name)
+        paged = "-" if fault is None else f"{fault:.0f}"
         lines.append(
-            f"{name:28s} {_version(name):>12s} {rate:8.0f} {spread:>15s} "
-            f"{ratios[0]:>8s} {ratios[1]:>10s} {roof:>9s} {kernels:>7s} {syncs:>5s}  {note}"
+            f"{name:28s} {_version(name):>12s} {rate:8.0f} {spread:>15s} {ratios[0]:>8s} "
+            f"{ratios[1]:>10s} {roof:>9s} {kernels:>7s} {syncs:>5s} {paged:>6s}  {note}"
         )
     for anchor, target in TARGETS.items():
         if anchor in medians and "pruneplug" in medians:
@@ -356,6 +388,7 @@ def run(
                 missing[name] = str(exc)
         rates = measure(pipelines, images, budget)
         counts = {name: dispatch_counts(pipeline, images) for name, pipeline in pipelines.items()}
+        faults = {name: page_faults(pipeline, images) for name, pipeline in pipelines.items()}
         bandwidth = copy_bandwidth(where, COPY_BYTES // 16 if quick else COPY_BYTES)
     finally:
         torch.set_num_threads(threads)
@@ -366,9 +399,11 @@ def run(
         f"{bandwidth / 1e9:.1f} GB/s; 1-minute load average {load_before:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs:"
     )
-    print(table(rates, missing, 4 * BATCH[1] * size * size, bandwidth, counts))
+    print(table(rates, missing, 4 * BATCH[1] * size * size, bandwidth, counts, faults))
     print(
         "kernels, syncs: ATen operators per call that run a kernel, and that make the CPU wait "
         "for the device (values read back; blocking host-device copies, which a CPU run has "
-        "none of); on a GPU each launch costs microseconds; NumPy's work is not counted"
+        "none of); on a GPU each launch costs microseconds; NumPy's work is not counted; "
+        "faults: minor page faults per call, memory the allocator gave back to the system and "
+        "takes again (README, Memory on Linux)"
     )
