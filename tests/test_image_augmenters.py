@@ -466,6 +466,19 @@ def test_fused_pipeline_equals_stage_by_stage(registry):
     )
 
 
+@pytest.mark.parametrize("name", ["brightness", "colour_jitter", "grayscale"])
+def test_a_lone_colour_stage_in_a_pipeline_is_the_stage(registry, name):
+    """A pipeline applies a colour stage through its map, the identity where the stage does
+    not apply: the result is the stage's own, and the samples it skips are the input's."""
+    x = torch.rand(32, 3, 6, 6, generator=gen(16))
+    stage = make(registry, name, p=0.5)
+    alone = stage(x, generator=gen())
+    assert torch.equal(Compose([stage])(x, generator=gen()), alone)
+    applied = stage.forward_parameters(x.shape, gen(), x.device)["applied"]
+    assert 0 < applied.sum() < len(x)
+    assert torch.equal(alone[~applied], x[~applied])
+
+
 def test_compose_is_seeded_and_keeps_the_input(registry):
     x = torch.rand(8, 3, 8, 8, generator=gen(13))
     before = x.clone()
@@ -581,8 +594,9 @@ def test_a_call_waits_for_the_device_once_per_stage(registry):
     assert dispatch_counts(lambda t: hflip(t, generator=gen()), x)[1] == 2
     blur = make(registry, "gaussian_blur", p=0.0)  # no sample
     assert dispatch_counts(lambda t: blur(t, generator=gen()), x)[1] == 2
-    # Compose, then its fused warp, its colour stage and the blur: one read each
+    # Compose, then its fused warp and the blur: one read each; a colour stage, alone or not,
+    # is one colour pass whose maps leave unselected samples alone: no read
     pipeline = Compose(
         [make(registry, n) for n in ("hflip", "rotation", "colour_jitter", "gaussian_blur")]
     )
-    assert dispatch_counts(lambda t: pipeline(t, generator=gen()), x)[1] == 5
+    assert dispatch_counts(lambda t: pipeline(t, generator=gen()), x)[1] == 4

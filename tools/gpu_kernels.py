@@ -8,7 +8,7 @@ than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
 
 * the whole pipeline, eager and under ``torch.compile``; its apply alone (parameters drawn
   beforehand, as kornia splits them), eager and compiled; and the apply made **sync-free**
-  (:func:`apply_sync_free`: no device read, fixed shapes, 0 syncs against the library's 4),
+  (:func:`apply_sync_free`: no device read, fixed shapes, 0 syncs against the library's 3),
   eager, compiled whole (``fullgraph=True``: it has no graph break), replayed as a CUDA graph,
   and both (``mode="reduce-overhead"``). These rows come first: they decide whether the library
   should split drawing from a sync-free, compiled or graphed apply;

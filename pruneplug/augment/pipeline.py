@@ -160,13 +160,16 @@ class Compose(_Pipeline):
     ) -> tuple[Tensor, Tensor | None]:
         new_targets = None
         for kind, indices in self.stages:
+            # a lone geometric stage keeps its own apply (a flip copies rather than resamples);
+            # a colour run of any length is one pass, whose maps are the identity for the
+            # samples a stage leaves alone (no count of them to wait for, no second pass)
             if kind == "warp" and len(indices) > 1:
                 first, *rest = indices
                 matrix = self.warps[first].sampling_matrix(_child(params, first), images.shape)
                 for i in rest:
                     matrix = matrix @ self.warps[i].sampling_matrix(_child(params, i), images.shape)
                 images = warp(images, matrix, **(self._warp_options(indices) or {}))
-            elif kind == "colour" and len(indices) > 1:
+            elif kind == "colour":
                 colours = [(self.colours[i], _child(params, i)) for i in indices]
                 images = colour_pass(images, colours)
             else:
