@@ -585,8 +585,9 @@ def test_constants_are_made_once_per_device_and_dtype():
 
 def test_a_call_waits_for_the_device_once_per_stage(registry):
     """Each device read (``bool``, ``int``, ``.item()`` of a tensor) stalls a GPU's queue, so
-    the contract reads once per stage: the range check, then one count of ``applied`` that
-    answers both "no sample?" and "every sample?" (and one per warp mode)."""
+    a call reads once per stage at most: the range check, then one count of ``applied`` that
+    answers both "no sample?" and "every sample?" (and one per warp mode). A call that drew
+    its own parameters with p = 1 applies them all without counting."""
     from pruneplug.benchmarks.augment import dispatch_counts
 
     x = torch.rand(16, 3, 8, 8, generator=gen(15))
@@ -594,9 +595,11 @@ def test_a_call_waits_for_the_device_once_per_stage(registry):
     assert dispatch_counts(lambda t: hflip(t, generator=gen()), x)[1] == 2
     blur = make(registry, "gaussian_blur", p=0.0)  # no sample
     assert dispatch_counts(lambda t: blur(t, generator=gen()), x)[1] == 2
-    # Compose, then its fused warp and the blur: one read each; a colour stage, alone or not,
-    # is one colour pass whose maps leave unselected samples alone: no read
+    brightness = make(registry, "brightness")  # p = 1: the range check only
+    assert dispatch_counts(lambda t: brightness(t, generator=gen()), x)[1] == 1
+    # the range check, the fused warp's modes and the blur's count (p = 0.5); the pipeline
+    # (no p) and its colour stage (one pass, identity maps for skipped samples) count nothing
     pipeline = Compose(
         [make(registry, n) for n in ("hflip", "rotation", "colour_jitter", "gaussian_blur")]
     )
-    assert dispatch_counts(lambda t: pipeline(t, generator=gen()), x)[1] == 4
+    assert dispatch_counts(lambda t: pipeline(t, generator=gen()), x)[1] == 3

@@ -154,9 +154,12 @@ class ImageAugmenter(Plugin):
         if generator is None:
             generator = default_generator(batch.device)
         params = self.forward_parameters(batch.shape, check_generator(generator), batch.device)
-        out, new_targets = self.transform(
-            batch, params, targets=targets, model=model, loss_fn=loss_fn
-        )
+        if self._probability() < 1:
+            out, new_targets = self.transform(
+                batch, params, targets=targets, model=model, loss_fn=loss_fn
+            )
+        else:  # every sample was drawn as applied: no count to wait for, nothing to put back
+            out, new_targets = self._apply(batch, params, targets, model, loss_fn)
         out = out.reshape(images.shape)
         if targets is None:
             return out
@@ -178,12 +181,16 @@ class ImageAugmenter(Plugin):
         """
         draw_on = generator.device
         params = dict(self.generate_parameters(shape, generator, draw_on))
-        p = next((self.config[q.name] for q in self.params if q.probability), 1.0)
+        p = self._probability()
         if p < 1:
             params["applied"] = torch.rand(shape[0], generator=generator, device=draw_on) < p
         else:
             params["applied"] = torch.ones(shape[0], dtype=torch.bool, device=draw_on)
         return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in params.items()}
+
+    def _probability(self) -> float:
+        """The ``p`` parameter's value: the chance that a sample is transformed (1 without)."""
+        return next((self.config[q.name] for q in self.params if q.probability), 1.0)
 
     def transform(
         self,
