@@ -15,7 +15,7 @@ with noise is a baseline defence:
   the photons a white pixel collects (fewer = noisier; ImageNet-C uses 60 down to 3). The
   Poisson draw is exact, by inverting its CDF :math:`P(K \le k) = Q(k + 1, \lambda x)`
   (regularised upper incomplete gamma, ``torch.special.gammaincc``) at a uniform drawn per
-  value, with a bisection over :math:`k` - deterministic given the drawn uniforms;
+  value (:func:`poisson_quantile`) - deterministic given the drawn uniforms;
 * impulse (random-valued impulse) noise: a fraction ``amount`` of the *values* (each channel on
   its own) is replaced by a uniform random value - the harder case for median-type filters
   (e.g. Chan, Ho & Nikolova, "Salt-and-Pepper Noise Removal by Median-Type Noise Detectors
@@ -33,6 +33,48 @@ from torch import Tensor
 from pruneplug import ImageAugmenter, Param, hookimpl
 from pruneplug.params import probability
 from pruneplug.plumbing import uniform
+
+
+def poisson_quantile(rate: Tensor, u: Tensor, max_count: int) -> Tensor:
+    r"""The inverse CDF of the Poisson distribution, value by value: the smallest count
+    :math:`k \in [0, \mathrm{max\_count}]` with :math:`P(K \le k) = Q(k + 1, \lambda) \ge u`
+    for :math:`K \sim \mathrm{Poisson}(\lambda)`, ``rate`` :math:`\lambda` and ``u`` of one shape.
+
+    :math:`Q` costs about 30 ns a value on a CPU core, so it is asked as few times as possible.
+    Each value keeps the range its answer lies in, narrowed by every comparison
+    :math:`Q(k + 1, \lambda) \ge u`: first at the Cornish-Fisher guess
+    :math:`g = \lfloor \lambda + \sqrt\lambda\, z + (z^2 - 1) / 6 + 1/2 \rfloor`,
+    :math:`z = \Phi^{-1}(u)`, then at :math:`g - 1` where :math:`g` reaches :math:`u` or at
+    :math:`g + 1` where it does not, which settles about 99 % of values after two comparisons;
+    the rest are bisected. Bisecting every value over the whole range, which the same
+    comparisons decide, gives the same counts with :math:`\lceil \log_2(\mathrm{max\_count} +
+    1) \rceil` evaluations of every value: 8 at the default 60 photons, against about 2 here.
+    """
+    shape = rate.shape
+    rate, u = rate.reshape(-1), u.reshape(-1)
+    low = torch.zeros_like(rate)
+    high = torch.full_like(rate, float(max_count))
+
+    def narrow(k: Tensor, where: Tensor | None = None) -> Tensor:
+        """Compare at counts ``k`` (of the values ``where`` indexes) and narrow their ranges."""
+        lam, q = (rate, u) if where is None else (rate[where], u[where])
+        reaches = torch.special.gammaincc(k + 1, lam) >= q
+        lo, hi = (low, high) if where is None else (low[where], high[where])
+        lo, hi = torch.where(reaches, lo, torch.maximum(lo, k + 1)), torch.where(reaches, k, hi)
+        if where is None:
+            low.copy_(lo), high.copy_(hi)
+        else:
+            low[where], high[where] = lo, hi
+        return reaches
+
+    z = torch.special.ndtri(u).clamp(-8.0, 8.0)  # finite where u is 0
+    guess = torch.floor(rate + rate.sqrt() * z + (z * z - 1) / 6 + 0.5).clamp(0, max_count)
+    reaches = narrow(guess)
+    narrow(torch.where(reaches, guess - 1, guess + 1).clamp(0, max_count))
+    unsettled = (low < high).nonzero().squeeze(1)
+    for _ in range(math.ceil(math.log2(max_count + 1))):
+        narrow(torch.floor((low[unsettled] + high[unsettled]) / 2), unsettled)
+    return low.view(shape)
 
 
 class GaussianNoise(ImageAugmenter):
@@ -143,17 +185,8 @@ class ShotNoise(ImageAugmenter):
 
     def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         photons = params["photons"].view(-1, 1, 1, 1)
-        rate = images.float() * photons
-        u = params["uniform"]
-        # smallest k with P(K <= k) >= u, by bisection on [0, max_count]
-        low = torch.zeros_like(rate)
-        high = torch.full_like(rate, float(self.max_count))
-        for _ in range(math.ceil(math.log2(self.max_count + 1))):
-            mid = torch.floor((low + high) / 2)
-            enough = torch.special.gammaincc(mid + 1, rate) >= u
-            high = torch.where(enough, mid, high)
-            low = torch.where(enough, low, mid + 1)
-        return (low / photons).clamp_(0, 1).to(images.dtype)
+        counts = poisson_quantile(images.float() * photons, params["uniform"], self.max_count)
+        return (counts / photons).clamp_(0, 1).to(images.dtype)
 
 
 class ImpulseNoise(ImageAugmenter):

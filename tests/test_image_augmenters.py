@@ -284,6 +284,24 @@ def test_shot_noise_is_poisson(registry):
         assert abs(counts.eq(k).float().mean() - expected) < 0.01
 
 
+@pytest.mark.parametrize("largest_rate", [0.5, 60.0, 1000.0])
+def test_poisson_quantile_is_the_smallest_count_whose_cdf_reaches_u(largest_rate):
+    """The guess-and-narrow search gives what bisecting each value over the whole range does."""
+    max_count = math.ceil(largest_rate + 8 * math.sqrt(largest_rate) + 10)
+    rate = torch.rand(20_000, generator=gen(17)) * largest_rate
+    u = torch.rand(20_000, generator=gen(18))
+    rate[:100], rate[100:200], u[200:300], u[300:400] = 0.0, largest_rate, 0.0, 1 - 2**-24
+    low, high = torch.zeros_like(rate), torch.full_like(rate, float(max_count))
+    for _ in range(math.ceil(math.log2(max_count + 1))):
+        mid = torch.floor((low + high) / 2)
+        reaches = torch.special.gammaincc(mid + 1, rate) >= u
+        low, high = torch.where(reaches, low, mid + 1), torch.where(reaches, mid, high)
+    counts = pruneplug_plugins.noise.poisson_quantile(
+        rate.view(100, 200), u.view(100, 200), max_count
+    )
+    assert counts.shape == (100, 200) and torch.equal(counts.flatten(), low)
+
+
 def test_impulse_noise_replaces_single_values(registry):
     x = torch.full((32, 3, 16, 16), 0.5)
     aug = make(registry, "impulse_noise", amount_min=0.2, amount_max=0.2, p=1.0)
