@@ -60,7 +60,8 @@ def poisson_quantile(rate: Tensor, u: Tensor, max_count: int) -> Tensor:
         lam, q = (rate, u) if where is None else (rate[where], u[where])
         reaches = torch.special.gammaincc(k + 1, lam) >= q
         lo, hi = (low, high) if where is None else (low[where], high[where])
-        lo, hi = torch.where(reaches, lo, torch.maximum(lo, k + 1)), torch.where(reaches, k, hi)
+        lo = torch.where(reaches, lo, torch.maximum(lo, k + 1))
+        hi = torch.where(reaches, torch.minimum(hi, k), hi)
         if where is None:
             low.copy_(lo), high.copy_(hi)
         else:

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pytest_runs() -> list[dict[str, str]]:
+def make_test_runs() -> list[dict[str, str]]:
     """The environment assignments in front of each ``python -m pytest`` that ``make test`` runs."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
@@ -29,7 +29,7 @@ def pytest_runs() -> list[dict[str, str]]:
 def test_each_numerics_run_has_its_own_inductor_cache():
     """TorchInductor's cache keys ignore ``ATEN_CPU_CAPABILITY``: the baseline-ISA run would
     reuse kernels generated for this CPU's vector unit (a C++ build error, or wrong results)."""
-    native, portable = pytest_runs()
+    native, portable = make_test_runs()
     assert "ATEN_CPU_CAPABILITY" not in native
     assert portable["ATEN_CPU_CAPABILITY"] == "default"
     dirs = [run.get("TORCHINDUCTOR_CACHE_DIR") for run in (native, portable)]
