@@ -1,6 +1,8 @@
 """`pruneplug bench augment --quick`: runs every row and prints the table and the verdicts."""
 
+import importlib.util
 import mmap
+import os
 import re
 import subprocess
 import sys
@@ -103,13 +105,18 @@ def test_the_quick_benchmark_runs_on_a_gpu(capsys):
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
-    """tools/gpu-check times these variants to choose kernels: each must compute the same."""
+    """tools/gpu-check times these variants to choose kernels: each must compute the same.
+
+    The Triton kernels run on CPU under Triton's interpreter, where Triton is installed (with
+    PyTorch's CUDA builds): slow, but the same program, checked against the library."""
     script = Path(__file__).resolve().parent.parent / "tools" / "gpu_kernels.py"
+    triton = importlib.util.find_spec("triton") is not None
     done = subprocess.run(
         [sys.executable, str(script), "--quick", "--device", device],
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "TRITON_INTERPRET": "1" if device == "cpu" else "0"},
     )
     lines = done.stdout.splitlines()
     # the sync-free apply (what CUDA graphs and a whole-graph compile need) reads the device never
@@ -134,6 +141,7 @@ def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
         "apply only, eager",
         "apply only, sync-free",
         *(["sync-free, CUDA graph"] if device == "cuda" else []),  # a capture that fails fails
+        *(["apply only, Triton fused"] if triton else []),
     }, done.stdout
     for row in rows:
         assert float(row[-4]) > 0 and float(row[-1]) < 1e-4, row  # time, max |diff|

@@ -12,6 +12,9 @@ than ``baddbmm`` for 3 channels), so this script times, on the same inputs:
   eager, compiled whole (``fullgraph=True``: it has no graph break), replayed as a CUDA graph,
   and both (``mode="reduce-overhead"``). These rows come first: they decide whether the library
   should split drawing from a sync-free, compiled or graphed apply;
+* the apply as two Triton kernels (:mod:`triton_fused`: warp, colour map and blur in one pass
+  that writes each output pixel once), on a GPU, or on CPU under Triton's interpreter
+  (``TRITON_INTERPRET=1``, which checks it but says nothing of its speed);
 * the product of two ``N x 3 x 3`` matrices, of which a call of the pipeline makes about 5
   to build its per-sample maps: ``bmm`` (the library's) or a broadcast multiply-and-sum;
 * the colour map's final pass ``out = clamp(A x + t)``: ``baddbmm`` (the library's), a
@@ -34,6 +37,7 @@ runs it (step ``kernels``).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -206,6 +210,11 @@ def main() -> None:
     def sync_free(images: Tensor) -> Tensor:
         return apply_sync_free(stages, images, params)
 
+    def triton_fused() -> Tensor:
+        from triton_fused import fused_apply  # without Triton: a "failed" row, not a crash
+
+        return fused_apply(stages, x, params)
+
     def graphed(fn: Callable[[Tensor], Tensor]) -> Callable[[], Tensor]:
         """``fn(x)`` replayed as a CUDA graph, captured at the first call (so that a failed
         capture is a row of the table, not a crash)."""
@@ -240,6 +249,8 @@ def main() -> None:
         },
     }
     pipeline = passes["pipeline"]
+    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        pipeline["apply only, Triton fused"] = triton_fused
     if device.type == "cuda":  # one launch replays the whole apply (fixed shapes, no waits)
         pipeline["sync-free, CUDA graph"] = graphed(sync_free)
     if not args.quick:

@@ -29,10 +29,11 @@ later step moves back is kept rather than replaced by the fill), and colour valu
 to [0, 1] once at the end of a colour run rather than after each step. ``fuse=False`` applies
 the stages one by one.
 
-The modules: :mod:`.kernels` (the pixel passes :func:`warp` and :func:`colour_pass`),
-:mod:`.bases` (:class:`GeometricAugmenter`, :class:`ColourAugmenter` and their ready-made
-parameters), :mod:`.pipeline` (:class:`Compose`, :class:`OneOf`) and :mod:`.adapters`
-(:func:`from_torchvision`). Every public name is importable from ``pruneplug.augment``.
+The modules: :mod:`.kernels` (the pixel passes :func:`warp` and :func:`colour_pass`, and
+:func:`colour_affine`, the composed colour map), :mod:`.bases` (:class:`GeometricAugmenter`,
+:class:`ColourAugmenter` and their ready-made parameters), :mod:`.pipeline` (:class:`Compose`,
+:class:`OneOf`) and :mod:`.adapters` (:func:`from_torchvision`). Every public name is
+importable from ``pruneplug.augment``.
 """
 
 from .adapters import TorchvisionAugmenter, from_torchvision
@@ -42,6 +43,7 @@ from .kernels import (
     PADDING_MODES,
     ColourMap,
     WarpMap,
+    colour_affine,
     colour_pass,
     merge_options,
     warp,
@@ -63,6 +65,7 @@ __all__ = [
     "WarpMap",
     "as_colour",
     "as_warp",
+    "colour_affine",
     "colour_pass",
     "from_torchvision",
     "merge_options",

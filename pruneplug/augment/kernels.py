@@ -1,9 +1,10 @@
 r"""The pixel passes behind the augmenters, as pure functions of tensors.
 
 :func:`warp` resamples each image through its 3 x 3 sampling matrix in one ``grid_sample``;
-:func:`colour_pass` applies a run of per-sample affine colour maps as one batched matrix
-product. The augmenter bases (:mod:`.bases`) and the pipelines (:mod:`.pipeline`) call them;
-:class:`WarpMap` and :class:`ColourMap` are what a stage must offer to be fused into them.
+:func:`colour_pass` applies a run of per-sample affine colour maps (composed by
+:func:`colour_affine`) as one batched matrix product. The augmenter bases (:mod:`.bases`) and
+the pipelines (:mod:`.pipeline`) call them; :class:`WarpMap` and :class:`ColourMap` are what a
+stage must offer to be fused into them.
 """
 
 from __future__ import annotations
@@ -140,20 +141,31 @@ class ColourMap(Protocol):
         ...
 
 
+def colour_affine(
+    mean: Tensor, stages: Sequence[tuple[ColourMap, Mapping[str, Tensor]]]
+) -> tuple[Tensor, Tensor]:
+    """``(A, t)``, ``N x C x C`` and ``N x C``: a run of colour stages composed into one affine
+    map per sample, for images whose channel means are ``mean`` (``N x C``; a stage such as
+    contrast reads the mean of its input, which the maps before it move)."""
+    n, c = mean.shape
+    matrix = torch.eye(c, dtype=mean.dtype, device=mean.device).expand(n, c, c)
+    # the offset so far and the image mean after the stages so far, as the columns of N x C x 2:
+    # one product per stage moves both
+    offsets = torch.stack([torch.zeros_like(mean), mean], 2)
+    for augmenter, params in stages:
+        a, t = augmenter.colour_map(params, offsets[:, :, 1])
+        a, t = a.to(mean.dtype), t.to(mean.dtype)
+        matrix = a @ matrix
+        offsets = a @ offsets + t[..., None]
+    return matrix, offsets[:, :, 0]
+
+
 def colour_pass(
     images: Tensor,
     stages: Sequence[tuple[ColourMap, Mapping[str, Tensor]]],
 ) -> Tensor:
     """Apply a run of colour stages as one affine map per sample, then clamp to [0, 1] once."""
     n, c, h, w = images.shape
-    matrix = torch.eye(c, dtype=images.dtype, device=images.device).expand(n, c, c)
-    # the offset so far and the image mean after the stages so far, as the columns of N x C x 2:
-    # one product per stage moves both
-    offsets = torch.stack([images.new_zeros(n, c), images.mean((2, 3))], 2)
-    for augmenter, params in stages:
-        a, t = augmenter.colour_map(params, offsets[:, :, 1])
-        a, t = a.to(images.dtype), t.to(images.dtype)
-        matrix = a @ matrix
-        offsets = a @ offsets + t[..., None]
-    out = torch.baddbmm(offsets[:, :, :1], matrix, images.reshape(n, c, h * w))
+    matrix, offset = colour_affine(images.mean((2, 3)), stages)
+    out = torch.baddbmm(offset[..., None], matrix, images.reshape(n, c, h * w))
     return out.view(n, c, h, w).clamp_(0, 1)
