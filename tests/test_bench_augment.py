@@ -147,6 +147,39 @@ def test_the_kernel_variants_of_tools_gpu_kernels_equal_the_library(device):
         assert float(row[-4]) > 0 and float(row[-1]) < 1e-4, row  # time, max |diff|
 
 
+def test_the_triton_kernels_compile_for_a_hopper_gpu_without_one(tmp_path, monkeypatch):
+    """Triton's interpreter (above) accepts programs its compiler refuses: compile the kernels of
+    tools/triton_fused.py to a cubin for sm_90 (an H100 / H200), as a GPU session would."""
+    triton = pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # compiled, not read from a cache
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    try:
+        import triton_fused
+    finally:
+        sys.path.pop(0)
+    ints = {"h": "i32", "w": "i32"}
+    pointers = dict.fromkeys(("src", "matrix"), "*fp32") | {"exact_flags": "*i32"}
+    kernels = {
+        triton_fused._warped_sums: (
+            pointers | {"sums": "*fp32"} | ints | {"blocks": "i32"},
+            {"BLOCK": 256},
+        ),
+        triton_fused._warp_colour_blur: (
+            pointers | dict.fromkeys(("dst", "colour", "offset", "kernels"), "*fp32") | ints,
+            {"K": 3, "REFLECT": True, "BLOCK": 256},
+        ),
+    }
+    for kernel, (signature, constants) in kernels.items():
+        source = ASTSource(
+            kernel, signature | dict.fromkeys(constants, "constexpr"), constexprs=constants
+        )
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+        assert len(compiled.asm["cubin"]) > 1000, kernel
+
+
 def test_dispatch_counts_kernels_and_host_reads_not_views():
     def fn(t: torch.Tensor) -> torch.Tensor:
         flat = t.view(-1).unsqueeze(0)  # views: no kernel
