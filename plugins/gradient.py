@@ -50,6 +50,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.utils import prune
 
 from pruneplug import Batch, LossFn, Scorer, Scores, effective_weight, hookimpl, prunable_layers
 from pruneplug.plumbing import (
@@ -63,17 +64,25 @@ from pruneplug.plumbing import (
 
 @contextmanager
 def masked_weights_kept(model: nn.Module) -> Iterator[None]:
-    """Give pruned layers back their ``weight`` attribute after the block.
+    """Give masked tensors back their attribute after the block.
 
-    A pruned layer's forward pre-hook recomputes ``weight = weight_orig * weight_mask`` as a
-    plain attribute on every forward pass; restoring it leaves the model exactly as it was.
+    A pruned layer's forward pre-hook recomputes ``weight = weight_orig * weight_mask`` (or
+    ``weight_ih_l0``, ``in_proj_weight``... for the tensors of recurrent and attention layers)
+    as a plain attribute on every forward pass; restoring them leaves the model exactly as it
+    was (not holding tensors of the block's autograd graph).
     """
-    kept = [(m, m.__dict__["weight"]) for m in model.modules() if "weight" in m.__dict__]
+    kept = [
+        (module, name, module.__dict__[name])
+        for module in model.modules()
+        for hook in module._forward_pre_hooks.values()
+        if isinstance(hook, prune.BasePruningMethod)
+        and (name := hook._tensor_name) in module.__dict__
+    ]
     try:
         yield
     finally:
-        for module, weight in kept:
-            module.weight = weight
+        for module, name, tensor in kept:
+            setattr(module, name, tensor)
 
 
 @contextmanager

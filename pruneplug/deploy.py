@@ -27,22 +27,31 @@ The third step, channel widths that vector units and tensor cores like (multiple
 
 from __future__ import annotations
 
-import copy
 from typing import cast
 
 import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
+from .plumbing import copy_model, remove_masks
+
+
+def _inference_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with its pruning masks made permanent (pruned weights are
+    plain zeros: no mask is multiplied in at every call)."""
+    return remove_masks(copy_model(model)).eval()
+
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A new eval-mode model equal to ``model`` in eval mode, with conv/linear + BN pairs folded.
 
     Only a batch norm fed directly by a convolution or linear layer whose output nothing else
-    uses is folded; other batch norms stay. The input model is not modified. Raises
-    ``ValueError`` when ``torch.fx`` cannot trace the model (data-dependent control flow).
+    uses is folded; other batch norms stay. Masks of ``torch.nn.utils.prune`` are made permanent
+    first (a masked layer's forward hook would otherwise undo the fold). The input model is not
+    modified. Raises ``ValueError`` when ``torch.fx`` cannot trace the model (data-dependent
+    control flow).
     """
-    frozen = copy.deepcopy(model).eval()
+    frozen = _inference_copy(model)
     try:
         return fuse(frozen, inplace=True)
     except Exception as error:  # fx raises many types for untraceable code
@@ -56,15 +65,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def deploy(
     model: nn.Module, *, fold_bn: bool = True, channels_last: bool = False, compiled: bool = False
 ) -> nn.Module:
-    """An inference copy of ``model``: eval mode, BN folded (``fold_bn``), NHWC
-    (``channels_last``), compiled by ``torch.compile`` (``compiled``).
+    """An inference copy of ``model``: eval mode, pruning masks made permanent, BN folded
+    (``fold_bn``), NHWC (``channels_last``), compiled by ``torch.compile`` (``compiled``).
 
     With ``channels_last`` the inputs should be converted too:
     ``x.to(memory_format=torch.channels_last)``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"deploy needs a torch.nn.Module, got {type(model).__name__}")
-    out = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
+    out = fold_batchnorm(model) if fold_bn else _inference_copy(model)
     if channels_last:
         out = out.to(memory_format=torch.channels_last)
     if compiled:

@@ -18,7 +18,6 @@ Compiling needs a C++ compiler (:func:`check_cxx_compiler` refuses early, naming
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 import warnings
@@ -29,7 +28,8 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 from torch._dynamo.exc import BackendCompilerFailed
-from torch.nn.utils import prune
+
+from .plumbing import copy_model, remove_masks
 
 #: Loggers whose one-time notices during export and compilation name this machine's paths and
 #: say nothing about the model ("No CUDA runtime is found", torchao registering an Enum).
@@ -180,20 +180,7 @@ def float_copy(model: nn.Module) -> nn.Module:
     weights (``prune.remove``), so a pruned weight is a plain zero, and batch norm uses its
     running statistics. ``model`` itself is not touched.
     """
-    # a masked layer's ``weight`` is recomputed by a forward pre-hook as weight_orig * mask,
-    # a non-leaf tensor that deepcopy refuses: copy it detached (it is recomputed anyway)
-    memo: dict[int, Any] = {
-        id(value): value.detach().clone()
-        for module in model.modules()
-        for value in vars(module).values()
-        if isinstance(value, Tensor) and not value.is_leaf
-    }
-    out = copy.deepcopy(model, memo)
-    for module in out.modules():
-        hooks = module._forward_pre_hooks.values()
-        for name in {h._tensor_name for h in hooks if isinstance(h, prune.BasePruningMethod)}:
-            prune.remove(module, name)
-    return out.cpu().eval()
+    return remove_masks(copy_model(model)).cpu().eval()
 
 
 def compile_for_inference(model: nn.Module) -> CompiledForInference:

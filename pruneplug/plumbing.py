@@ -13,6 +13,8 @@ What a scorer, pruner or training loop needs from a model besides its own method
   weight_mask`` for a layer pruned with ``torch.nn.utils.prune``);
 * :func:`refresh_masked_weights` - recompute the masked ``weight`` of pruned layers outside
   autograd (after a prune or an optimiser step);
+* :func:`copy_model` - ``copy.deepcopy`` that also copies a masked model mid-training;
+  :func:`remove_masks` - make every mask of a model permanent;
 * :func:`evaluation_mode` - eval mode for a block, every module's own mode restored after;
 * :func:`model_device` - where a model's parameters live;
 * :func:`uniform` - per-sample draws in [low, high) from a generator, for augmenters;
@@ -28,6 +30,7 @@ What a scorer, pruner or training loop needs from a model besides its own method
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -168,9 +171,42 @@ def refresh_masked_weights(model: nn.Module) -> None:
     """
     with torch.no_grad():
         for module in model.modules():
-            for hook in module._forward_pre_hooks.values():
-                if isinstance(hook, prune.BasePruningMethod):
-                    hook(module, ())
+            for hook in _mask_hooks(module):
+                hook(module, ())
+
+
+def _mask_hooks(module: nn.Module) -> list[prune.BasePruningMethod]:
+    """The ``torch.nn.utils.prune`` forward pre-hooks of ``module`` (one per masked tensor)."""
+    hooks = module._forward_pre_hooks.values()
+    return [hook for hook in hooks if isinstance(hook, prune.BasePruningMethod)]
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also for a masked model whose masked tensors are not leaves.
+
+    ``torch.nn.utils.prune`` keeps a masked ``weight = weight_orig * weight_mask`` as a plain
+    attribute that its forward pre-hook recomputes; computed with autograd on (by the prune
+    itself, or by a training step's forward pass) it is not a leaf tensor, and deepcopy refuses
+    those. The copy gets it detached (its own hook recomputes it on the next forward pass);
+    ``model`` is only read.
+    """
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for hook in _mask_hooks(module):
+            derived = module.__dict__.get(hook._tensor_name)
+            if isinstance(derived, Tensor):
+                memo[id(derived)] = derived.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
+def remove_masks(model: nn.Module) -> nn.Module:
+    """Make every ``torch.nn.utils.prune`` mask of ``model`` permanent, in place
+    (``prune.remove``: a pruned weight becomes a plain zero, the outputs stay the same);
+    returns ``model``."""
+    for module in model.modules():
+        for hook in _mask_hooks(module):
+            prune.remove(module, hook._tensor_name)
+    return model
 
 
 @contextmanager

@@ -29,7 +29,6 @@ share, and a model without a spec loads onto a fresh instance of its architectur
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .plumbing import refresh_masked_weights
+from .plumbing import copy_model, refresh_masked_weights
 
 FORMAT = "pruneplug.model"
 VERSION = 1
@@ -202,7 +201,7 @@ def load(
             )
         model = rebuild(saved["spec"])
     else:
-        model = copy.deepcopy(model)
+        model = copy_model(model)
     model.to(map_location)  # masks and resized tensors are made beside the loaded ones
     state = saved["state_dict"]
     modules = dict(model.named_modules())

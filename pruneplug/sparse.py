@@ -39,7 +39,6 @@ sparse kernels take float32 and float64).
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from .plumbing import effective_weight, layer_tensor, prunable_layers
+from .plumbing import copy_model, effective_weight, layer_tensor, prunable_layers
 
 #: The sparse formats :func:`to_sparse` converts to.
 LAYOUTS = ("csr", "bsr")
@@ -295,23 +294,6 @@ def _linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
     return layers
 
 
-def _copy(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy(model)``, also for a model just pruned with autograd on.
-
-    ``torch.nn.utils.prune`` keeps the masked ``weight = weight_orig * weight_mask`` as a plain
-    attribute that its forward pre-hook recomputes; made with autograd on, it is not a leaf
-    tensor, and deepcopy refuses those. The copy gets it detached (its own hook recomputes it on
-    the next forward pass); the model itself is only read.
-    """
-    memo: dict[int, object] = {}
-    for module in model.modules():
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, prune.BasePruningMethod):
-                derived = layer_tensor(module, hook._tensor_name)
-                memo[id(derived)] = derived.detach().clone()
-    return copy.deepcopy(model, memo)
-
-
 def _replace(model: nn.Module, new: dict[int, nn.Module]) -> nn.Module:
     """``model`` with every sub-module whose ``id`` is a key of ``new`` replaced, on every path
     that reaches it (a layer shared by two parents is replaced in both)."""
@@ -348,7 +330,7 @@ def to_sparse(
     _blocks(blocksize, layout)
     if not 0.0 <= min_sparsity <= 1.0:
         raise ValueError(f"min_sparsity={min_sparsity!r} must be a fraction in [0, 1]")
-    duplicate = _copy(model)
+    duplicate = copy_model(model)
     layers = _linear_layers(duplicate)
     chosen = {n: m for n, m in layers.items() if _sparsity(effective_weight(m)) >= min_sparsity}
     if not chosen:
@@ -376,7 +358,7 @@ def to_dense(model: nn.Module) -> nn.Module:
             f"{type(model).__name__} holds no SparseLinear layer: nothing to make dense "
             "(to_sparse makes them)"
         )
-    duplicate = _copy(model)
+    duplicate = copy_model(model)
     sparse = [m for m in duplicate.modules() if isinstance(m, SparseLinear)]
     return _replace(duplicate, {id(m): m.to_linear() for m in sparse})
 
@@ -421,7 +403,7 @@ def to_semi_structured(model: nn.Module) -> nn.Module:
                 f"layer {name!r} is {dtype}; 2:4 kernels take float16 or bfloat16: convert "
                 "with model.half() or model.to(torch.bfloat16) first"
             )
-    duplicate = _copy(model)
+    duplicate = copy_model(model)
     left: dict[str, str] = {}
     for name, layer in _linear_layers(duplicate).items():
         weight = effective_weight(layer)

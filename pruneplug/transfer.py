@@ -40,7 +40,6 @@ the course (``17-transfer-and-few-shot.ipynb``) runs all of it on digits 0-4 -> 
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -54,7 +53,7 @@ from torch.utils.data import TensorDataset
 
 from .data import Splits
 from .engine import Data, History, train
-from .plumbing import layer_tensor, refresh_masked_weights
+from .plumbing import copy_model, layer_tensor, refresh_masked_weights
 from .serialize import masked_tensors
 
 __all__ = [
@@ -208,17 +207,6 @@ def find_head(model: nn.Module, head: str | None = None) -> str:
     )
 
 
-def _copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model``, also of one masked by ``torch.nn.utils.prune`` directly.
-
-    Such a model's ``weight`` is a non-leaf tensor until recomputed, which ``copy.deepcopy``
-    refuses; :func:`~pruneplug.plumbing.refresh_masked_weights` recomputes the same values
-    as plain tensors first.
-    """
-    refresh_masked_weights(model)
-    return copy.deepcopy(model)
-
-
 def _linear_names(model: nn.Module) -> str:
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     return ", ".join(repr(n) for n in names) if names else "none: the model has no Linear layer"
@@ -239,7 +227,7 @@ def replace_head(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r}: give the number of classes, an int >= 1")
     name = find_head(model, head)
-    copied = _copy(model)
+    copied = copy_model(model)
     old = copied.get_submodule(name)
     assert isinstance(old, nn.Linear)  # find_head checked it
     weight = layer_tensor(old, "weight_orig" if hasattr(old, "weight_orig") else "weight")
@@ -291,7 +279,7 @@ def reinitialise(model: nn.Module, names: Sequence[str], *, seed: int = 0) -> nn
                     "pruning, or remove the mask first (prune.remove(module, 'weight'))"
                 )
         modules.append(name)
-    copied = _copy(model)
+    copied = copy_model(model)
     cuda = sorted({t.device.index or 0 for t in copied.parameters() if t.device.type == "cuda"})
     with torch.random.fork_rng(devices=cuda):  # layers on a GPU draw from its generator
         torch.manual_seed(seed)
@@ -384,7 +372,7 @@ def load_backbone(
     """
     saved = _read(path)
     name = find_head(model, head)
-    copied = _copy(model)
+    copied = copy_model(model)
     state = {k: v for k, v in saved["state_dict"].items() if _is_backbone(k, name)}
     ours = set(masked_tensors(copied))
     modules = dict(copied.named_modules())

@@ -83,6 +83,17 @@ def test_one_shot_prunes_a_copy_by_name_or_object() -> None:
     assert unchanged(by_object, snapshot(by_name))
 
 
+def test_schedules_copy_a_masked_model_in_the_middle_of_a_plain_training_loop() -> None:
+    model = schedules.one_shot(net(), "magnitude", "unstructured", 0.5)
+    x, y = dataset()[:8]
+    nn.functional.cross_entropy(model(x), y).backward()  # masked weights: graph nodes now
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    before = snapshot(model)
+    more = schedules.one_shot(model, "magnitude", "unstructured", 0.8)
+    assert metrics.global_sparsity(more) == round(0.8 * N_WEIGHTS) / N_WEIGHTS
+    assert unchanged(model, before)
+
+
 def test_bad_arguments_are_refused_and_leave_the_model_alone() -> None:
     model = net()
     before = snapshot(model)

@@ -1,6 +1,7 @@
 """The importance scorers against hand-computed cases: random, gradient, taylor, hessian,
 ablation, bn_scale and lamp; plus determinism, no side effects and registration."""
 
+import copy
 import math
 from collections import OrderedDict
 
@@ -17,7 +18,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 import pruneplug
-from pruneplug import Scores
+from pruneplug import Scores, models
 from pruneplug.registry import Registry
 from pruneplug.testing import tiny_cnn
 
@@ -333,6 +334,36 @@ def test_scoring_leaves_a_pruned_training_model_untouched_and_is_deterministic(n
         assert table.keys() == again.keys()
         assert all(torch.equal(table[n], again[n]) and not table[n].requires_grad for n in table)
     assert all(torch.equal(b[0], x) for b, (x, _) in zip(batches, sample_batches(), strict=True))
+
+
+@pytest.mark.parametrize(
+    "name, build",
+    [
+        ("taylor", models.lstm_classifier),
+        ("hessian", models.lstm_classifier),
+        ("gradient", models.transformer_classifier),
+        ("head_importance", models.transformer_classifier),
+    ],
+)
+def test_scoring_keeps_the_masked_tensors_of_recurrent_and_attention_layers(name, build):
+    """The masks of weight_ih_l0, in_proj_weight... are recomputed by prune's hooks during the
+    scorer's forward passes; the model must get back the tensors it had, not graph nodes."""
+    model = build(50)
+    pruneplug.get_pruner("unstructured")(
+        model, pruneplug.get_scorer("magnitude")(model), amount=0.5
+    )
+    masked = {
+        (module, hook._tensor_name): module.__dict__[hook._tensor_name]
+        for module in model.modules()
+        for hook in module._forward_pre_hooks.values()
+        if isinstance(hook, prune.BasePruningMethod)
+    }
+    assert any(attribute != "weight" for _, attribute in masked)
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randint(2, 50, (8, 12), generator=generator), torch.randint(0, 2, (8,)))]
+    pruneplug.get_scorer(name)(model, batches)
+    assert all(module.__dict__[a] is tensor for (module, a), tensor in masked.items())
+    copy.deepcopy(model)  # refused for tensors of an autograd graph
 
 
 @pytest.mark.parametrize("cls", DATA_SCORERS)

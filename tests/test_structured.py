@@ -1,5 +1,7 @@
 """Structured pruner: exact counts, coupled layers, torchvision models, bad input; BN folding."""
 
+import warnings
+
 import pytest
 import torch
 import torchvision
@@ -176,6 +178,72 @@ def test_grouped_convolutions_shrink_evenly_per_group():
     )
     pruned = structured(example_shape="2x8x8")(model, ranked(model), amount=0.5)
     assert widths(pruned) == [4, 4, 3] and pruned[2].groups == 4
+
+
+def test_group_norm_keeps_equal_groups_and_matches_torch_pruning_widths():
+    tp = pytest.importorskip("torch_pruning")
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.GroupNorm(4, 16), nn.ReLU(), nn.Conv2d(16, 4, 3))
+    for amount, kept in [(0.3, 12), (0.5, 8), (0.7, 4)]:
+        pruned = structured(example_shape="3x8x8")(model, ranked(model), amount=amount)
+        assert (pruned[0].out_channels, pruned[1].num_channels, pruned[1].num_groups) == (
+            kept,
+            kept,
+            4,
+        )
+        # unit p is channel p of every group: the lowest-ranked positions go from each group
+        assert torch.equal(
+            pruned[0].weight, model[0].weight.view(4, 4, 3, 3, 3)[:, 4 - kept // 4 :].flatten(0, 1)
+        )
+        assert pruned(torch.randn(2, 3, 8, 8)).shape == (2, 4, 4, 4)
+    theirs = nn.Sequential(nn.Conv2d(3, 16, 3), nn.GroupNorm(4, 16), nn.ReLU(), nn.Conv2d(16, 4, 3))
+    tp.pruner.MetaPruner(
+        theirs,
+        torch.randn(1, 3, 8, 8),
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=0.5,
+        ignored_layers=[theirs[3]],
+    ).step()
+    assert theirs[1].num_channels == 8
+
+
+def test_a_tied_weight_stays_tied_and_the_rest_is_pruned():
+    class TiedLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.mid = nn.Embedding(20, 8), nn.Linear(8, 8)
+            self.ffn = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 8))
+            self.dec = nn.Linear(8, 20, bias=False)
+            self.dec.weight = self.emb.weight  # weight tying (Press & Wolf 2017)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.mid(self.emb(x)))
+            return self.dec(h + self.ffn(h)).mean(1)
+
+    model = TiedLM()
+    with pytest.warns(UserWarning, match="would untie emb.weight = dec.weight"):
+        pruned = structured(example_shape="int64:6")(model, ranked(model), amount=0.5)
+    assert pruned.dec.weight is pruned.emb.weight and pruned.emb.weight.shape == (20, 8)
+    assert pruned.ffn[0].out_features == 16  # the FFN's hidden width touches no tied weight
+    assert model.ffn[0].out_features == 32 and model.dec.weight is model.emb.weight
+
+
+@pytest.mark.parametrize("pruner", ["unstructured", "n_m", "structured"])
+@pytest.mark.parametrize("norm", ["parametrize", "hook"])
+def test_a_parametrized_weight_is_refused_before_any_layer_changes(pruner, norm):
+    model = mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the hook-based weight_norm is deprecated
+        if norm == "parametrize":
+            nn.utils.parametrizations.weight_norm(model[2])
+        else:
+            nn.utils.weight_norm(model[2])
+    before = state(model)
+    fix = "remove_parametrizations" if norm == "parametrize" else "remove_weight_norm"
+    amount = {} if pruner == "n_m" else {"amount": 0.5}
+    with pytest.raises(ValueError, match=f"'2': its 'weight' .*{fix}"):
+        pruneplug.get_pruner(pruner)(model, pruneplug.get_scorer("magnitude")(model), **amount)
+    assert not prune.is_pruned(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 # --------------------------------------------------------------------------- real models
@@ -355,6 +423,24 @@ def test_deploy_compiled_matches_the_model_and_leaves_it_alone():
     with torch.no_grad():
         assert torch.allclose(compiled(x), model(x), atol=1e-5)
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_deploy_makes_masks_permanent_also_mid_training():
+    model = small_cnn()
+    pruneplug.get_pruner("unstructured")(
+        model, pruneplug.get_scorer("magnitude")(model), amount=0.5
+    )
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(8, 1, 8, 8)).sum().backward()  # a plain training step: weight is no leaf
+    optimiser.step()
+    model.eval()
+    x = torch.randn(5, 1, 8, 8)
+    for fold_bn in (True, False):
+        fast = deploy(model, fold_bn=fold_bn)
+        assert not prune.is_pruned(fast) and prune.is_pruned(model)
+        with torch.no_grad():
+            assert torch.allclose(fast(x), model(x), atol=1e-5)
+    assert torch.equal(fast[0].weight != 0, model[0].weight_mask.bool())  # plain zeros
 
 
 def test_fold_batchnorm_names_an_untraceable_model():

@@ -15,7 +15,9 @@ groups and does the rest:
   :math:`\min(\mathrm{round}(a n), n - 1)` lowest-scored units; with ``scope="global"`` the
   :math:`\mathrm{round}(a N)` lowest of all :math:`N` prunable units go, in one ranking (raw
   scores: use a scale-free scorer such as ``lamp`` or ``taylor``), and a group that would lose
-  every unit keeps its best one;
+  every unit keeps its best one. Torch-Pruning removes :math:`n - \lfloor (1 - a) n \rfloor`
+  instead (it rounds the kept width down), so where :math:`a n` is not a whole number a width
+  can differ from its by one unit (at 0.3 a width of 128 keeps 90 here, 89 there);
 * **by threshold** :math:`t` (either scope): every unit whose group score is below :math:`t`
   goes; a threshold that would empty a group is refused;
 * ``round_to`` :math:`r > 1` rounds each pruned group's kept width **up** to a multiple of
@@ -24,8 +26,9 @@ groups and does the rest:
 Units that must go together are folded into one unit, scored by the mean of their channels'
 group scores:
 
-* **grouped convolutions** (RegNet, ResNeXt): a group touching a convolution with :math:`G > 1`
-  groups (not depthwise) loses the same positions in every group, so each group keeps the same
+* **grouped convolutions and group norm** (RegNet, ResNeXt; ``nn.GroupNorm``): a group
+  touching a convolution with :math:`G > 1` groups (not depthwise) or a ``GroupNorm`` with
+  :math:`G > 1` groups loses the same positions in every group, so each group keeps the same
   width (unit :math:`p` = channel :math:`p` of every group, as Torch-Pruning does);
 * **attention heads** (``nn.MultiheadAttention``: torchvision's ViT, ``nn.TransformerEncoder``
   layers, batch-first or not): attention ties its heads to its input and output width,
@@ -51,7 +54,9 @@ modules, or ``protect`` them: their inputs still shrink).
 Never pruned: units that are outputs of the model (the classifier's classes), units coupled to a
 layer named in ``protect`` (a module name protects every layer inside it), and a group that
 cannot be folded evenly (channels not divisible by the groups, attention modules of different
-head sizes; a warning names it). A protected layer keeps its output units; its inputs still
+head sizes) or that touches a **tied weight** (one parameter held by two layers, such as an
+output layer reusing the embedding matrix: its two holders would be cut along different groups
+and untied); a warning names each. A protected layer keeps its output units; its inputs still
 shrink when the layer feeding it is pruned.
 
 **Models that take token ids** (an ``nn.Embedding`` first: ``pruneplug.models``'
@@ -78,7 +83,8 @@ The pruner works on a deep copy and returns it: the model passed in is never mod
 pruning it runs the example through the copy; if the shapes broke (a forward that hard-codes a
 channel count, detaches a tensor or leaves autograd, which the graph cannot see) it raises an
 error naming the cause instead of returning a broken model. Masked (unstructured) models are
-refused: remove the masks first (``torch.nn.utils.prune.remove``).
+refused: remove the masks first (``torch.nn.utils.prune.remove``); so are parametrized weights
+(``torch.nn.utils.parametrize``: remove the parametrization first).
 
 The modules, in the order a call uses them: :mod:`.examples` (the example input),
 :mod:`.tracing` (the dependency graph, and the check of the pruned model), :mod:`.recurrent`
@@ -98,6 +104,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from pruneplug import Param, Pruner, Scores, hookimpl, prunable_layers
+from pruneplug.contracts.pruners import check_plain_parameters
+from pruneplug.plumbing import prunable_targets
 
 from .examples import example_input, parse_example
 from .groups import channel_groups, cut, sync_widths, units_to_remove
@@ -106,6 +114,7 @@ from .tracing import (
     check_outputs,
     output_shapes,
     parameters_as_buffers,
+    tied_weights,
     trace,
 )
 
@@ -178,10 +187,12 @@ class Structured(Pruner):
                 "them permanent with torch.nn.utils.prune.remove(layer, 'weight') on each layer "
                 "before structured pruning"
             )
+        check_plain_parameters(model, prunable_targets(model), "resize")
         protected = self.protected(model)
         pruned = copy.deepcopy(model)  # the model passed in is never touched
         modes = {name: m.training for name, m in pruned.named_modules()}
-        trainable = {name: p.requires_grad for name, p in pruned.named_parameters()}
+        params = pruned.named_parameters(remove_duplicate=False)
+        trainable = {name: p.requires_grad for name, p in params}
         pruned.eval()
         x = example_input(pruned, self._example)
         with torch.no_grad():
@@ -203,7 +214,8 @@ class Structured(Pruner):
         columns = {  # per input feature: the sum of the scores of the weights reading it
             name: w.transpose(0, 1).flatten(1).sum(1) for name, w in scores.weight.items()
         }
-        groups = channel_groups(graph, names, units, columns, protected, self.config["reduction"])
+        reduction, tied = self.config["reduction"], tied_weights(pruned)
+        groups = channel_groups(graph, names, units, columns, protected, reduction, tied)
         removals = units_to_remove(
             groups, amount, threshold, self.config["scope"], self.config["round_to"]
         )
@@ -215,7 +227,7 @@ class Structured(Pruner):
         check_outputs(pruned, x, expected)
         for name, module in pruned.named_modules():
             module.train(modes[name])
-        for name, param in pruned.named_parameters():
+        for name, param in pruned.named_parameters(remove_duplicate=False):
             param.requires_grad_(trainable[name])
         return pruned
 

@@ -21,8 +21,8 @@ class ChannelGroup:
 
     A *unit* is what the pruner keeps or removes as one: a channel of the root, or, in a group
     that must shrink evenly, a fold of channels (``channels[u]`` holds the root channels of
-    unit ``u``): one position in every group of a grouped convolution, or the ``head_dim``
-    channels of one attention head.
+    unit ``u``): one position in every group of a grouped convolution or GroupNorm, or the
+    ``head_dim`` channels of one attention head.
     """
 
     root: nn.Module
@@ -33,31 +33,37 @@ class ChannelGroup:
     attention: list[nn.MultiheadAttention]  # attention modules whose heads the units are
 
 
-def is_grouped_conv(module: object) -> bool:
-    """A convolution with ``1 < groups`` that is not depthwise."""
-    return (
+def channel_fold(module: object) -> int | None:
+    """The number of channel groups of a grouped convolution (``1 < groups``, not depthwise) or
+    of a ``GroupNorm`` with several groups, else ``None``: a cut must keep the groups equal."""
+    if isinstance(module, nn.GroupNorm) and module.num_groups > 1:
+        return module.num_groups
+    if (
         isinstance(module, nn.modules.conv._ConvNd)
         and module.groups > 1
         and not module.groups == module.in_channels == module.out_channels
-    )
+    ):
+        return module.groups
+    return None
 
 
 def unit_channels(group: tp.Group, width: int) -> tuple[Tensor, list[nn.MultiheadAttention]] | str:
     """The root channels of each unit of ``group`` and its attention modules (or why not).
 
-    Plain groups have one channel per unit. A group touching a grouped convolution with
-    :math:`G` groups has ``width / G`` units, unit :math:`p` being channel :math:`p` of every
-    group (so each group loses the same positions and the convolution's weight stays
-    rectangular, as Torch-Pruning does). A group touching ``nn.MultiheadAttention`` has one
-    unit per head: the head's ``head_dim`` channels, which must be the same in every attention
-    module of the group (a residual stream shared by all layers of a transformer is).
+    Plain groups have one channel per unit. A group touching a grouped convolution or a
+    ``GroupNorm`` with :math:`G` groups has ``width / G`` units, unit :math:`p` being channel
+    :math:`p` of every group (so each group loses the same positions: the convolution's weight
+    stays rectangular and the norm's groups stay equal, as Torch-Pruning does). A group touching
+    ``nn.MultiheadAttention`` has one unit per head: the head's ``head_dim`` channels, which must
+    be the same in every attention module of the group (a residual stream shared by all layers
+    of a transformer is).
     """
-    folds = {m.groups for m in (item.dep.target.module for item in group) if is_grouped_conv(m)}
+    folds = {f for item in group if (f := channel_fold(item.dep.target.module))}
     attention = [
         item for item in group if isinstance(item.dep.target.module, nn.MultiheadAttention)
     ]
     if folds and attention:
-        return "it couples grouped convolutions with attention heads"
+        return "it couples channel groups (grouped convolutions, GroupNorm) with attention heads"
     if folds:
         fold = max(folds)
         if any(f and fold % f for f in folds) or width % fold:
@@ -118,12 +124,14 @@ def channel_groups(
     weights: dict[str, Tensor],
     protected: set[str],
     reduction: str,
+    tied: dict[nn.Module, str],
 ) -> list[ChannelGroup]:
     """The groups this pruner may prune, each with one reduced score per unit.
 
     ``names`` maps the traced model's modules to their qualified names; ``units`` holds the
     per-unit scores, ``weights`` the column sums of per-weight scores (one per input feature
-    or channel), which score the hidden units of recurrent layers.
+    or channel), which score the hidden units of recurrent layers. Groups that touch a module
+    of ``tied`` (:func:`~.tracing.tied_weights`) are left alone, with a warning.
     """
     found, uneven = [], []
     roots = (nn.modules.conv._ConvNd, nn.Linear, *RECURRENT_TYPES)
@@ -154,6 +162,10 @@ def channel_groups(
             ]
         if not pieces:
             continue  # no scored layer in the group: left alone
+        ties = {tied[m] for item in group if (m := item.dep.target.module) in tied}
+        if ties:
+            uneven.append(f"{names[root]} (cutting it would untie {', '.join(sorted(ties))})")
+            continue
         folded = unit_channels(group, width)
         if isinstance(folded, str):
             uneven.append(f"{names[root]} ({folded})")

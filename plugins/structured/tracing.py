@@ -85,3 +85,23 @@ def check_outputs(model: nn.Module, x: Tensor, expected: list[tuple[int, ...]]) 
             "(a hard-coded channel count in view/reshape, a .detach() or a non-torch op); "
             "protect the layers involved (protect='name,...'). The model was not changed"
         ) from error
+
+
+def tied_weights(model: nn.Module) -> dict[nn.Module, str]:
+    """Modules holding a parameter that another module holds too (weight tying: an output layer
+    reusing the embedding), each with the names of that parameter (``"emb.weight = dec.weight"``).
+
+    The dependency graph cuts each layer along its own channel groups, so the two holders of a
+    tied weight would be cut apart and each given its own tensor: the groups that touch them
+    are left alone instead. A module shared under two names is one holder, not a tie.
+    """
+    holders: dict[int, dict[nn.Module, str]] = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        for name, param in module.named_parameters(recurse=False):
+            holders.setdefault(id(param), {}).setdefault(module, f"{prefix}.{name}".lstrip("."))
+    return {
+        module: " = ".join(names.values())
+        for names in holders.values()
+        if len(names) > 1
+        for module in names
+    }

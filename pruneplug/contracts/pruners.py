@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from typing import ClassVar
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..params import plain
-from ..plumbing import refresh_masked_weights
+from ..plumbing import prunable_targets, refresh_masked_weights
 from .base import Plugin
 from .scorers import Scores
 
@@ -35,6 +37,34 @@ def check_amount(amount: float | None, threshold: float | None) -> None:
         or not math.isfinite(threshold)
     ):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+
+
+def check_plain_parameters(model: nn.Module, names: Iterable[str], action: str) -> None:
+    """Refuse, before anything changes, targets (:func:`prunable_targets` names) of ``model``
+    that are not plain parameters, which a pruner cannot ``action`` ("mask", "resize").
+
+    ``torch.nn.utils.prune`` masks a parameter by replacing it with ``<name>_orig`` and a hook;
+    a parametrized tensor (``torch.nn.utils.parametrize``: ``weight_norm``, ``spectral_norm``,
+    orthogonal...) or one that a hook computes (the old ``torch.nn.utils.weight_norm``) has no
+    such parameter, and the failure would come after other layers were masked. The core checks
+    the scored targets of mask pruners; a structured pruner that rebuilds layers checks all.
+    """
+    targets = prunable_targets(model)
+    for name in names:
+        module, attribute = targets[name]
+        if parametrize.is_parametrized(module, attribute):
+            why = "is parametrized (torch.nn.utils.parametrize)"
+            fix = f"torch.nn.utils.parametrize.remove_parametrizations(layer, {attribute!r})"
+        elif attribute in module._parameters or hasattr(module, f"{attribute}_orig"):
+            continue
+        else:
+            why = "is not a parameter of the layer (a hook computes it)"
+            fix = f"torch.nn.utils.remove_weight_norm(layer, {attribute!r}) for weight_norm"
+        raise ValueError(
+            f"cannot {action} {name!r}: its {attribute!r} {why}, and pruning needs the "
+            f"parameter itself; make it a plain parameter first with {fix}"
+            + (", or leave the layer out of the scores" if action == "mask" else "")
+        )
 
 
 class Pruner(Plugin):
@@ -84,6 +114,8 @@ class Pruner(Plugin):
                 f"{type(scores).__name__}: scores = pruneplug.get_scorer('magnitude')(model)"
             )
         scores.check(model)
+        if not self.structured:
+            check_plain_parameters(model, (*scores.weight, *scores.unit, *scores.tensor), "mask")
         pruned = self.prune(model, scores, amount=amount, threshold=threshold)
         if isinstance(pruned, nn.Module):  # the kit reports a pruner that returns anything else
             refresh_masked_weights(pruned)  # masked weights as plain tensors: deepcopy works

@@ -25,7 +25,6 @@ faster or better than the control, the initial values matter, not only the mask.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..contracts import LossFn, layer_tensor
 from ..engine import Data, History, derived_seed, format_cell, pick_device, train
-from ..plumbing import model_device, prunable_targets, prunable_tensors
+from ..plumbing import copy_model, model_device, prunable_targets, prunable_tensors
 from .steps import Pruned, PrunerLike, ScorerLike, Step, check_count, require_mask_pruner
 
 Mask = dict[str, Tensor]
@@ -167,7 +166,7 @@ def with_mask(dense: nn.Module, state: dict[str, Tensor], mask: Mask) -> nn.Modu
     r"""A copy of the unpruned ``dense`` holding ``state`` with ``mask`` applied, :math:`m \odot
     \theta`, as :func:`torch.nn.utils.prune.custom_from_mask` masks (``weight_orig`` holds
     ``state`` exactly)."""
-    model = copy.deepcopy(dense)
+    model = copy_model(dense)
     model.load_state_dict(state)
     targets = prunable_targets(model)
     for name, keep in mask.items():
@@ -179,7 +178,7 @@ def with_mask(dense: nn.Module, state: dict[str, Tensor], mask: Mask) -> nn.Modu
 
 def unpruned(model: nn.Module, mask: Mask) -> nn.Module:
     """A copy of a model masked by :func:`with_mask` with the masks taken off again."""
-    model = copy.deepcopy(model)
+    model = copy_model(model)
     targets = prunable_targets(model)
     for name in mask:
         prune.remove(*targets[name])
@@ -273,7 +272,7 @@ def lottery_ticket(
         "it returns a smaller model, into which the rewound weights do not fit; use "
         "pruner='unstructured'",
     )
-    dense = copy.deepcopy(model)
+    dense = copy_model(model)
     device = train_kwargs.pop("device", None)
     if device is not None:
         dense.to(pick_device(device))
@@ -290,7 +289,7 @@ def lottery_ticket(
         if epoch == rewind_epoch:
             rewind_state = host_state(trained)
 
-    trained = copy.deepcopy(dense)
+    trained = copy_model(dense)
     dense_run = {**common, "on_epoch_end": keep_rewind_state}
     histories = [train(trained, data, epochs=epochs, seed=seed, **dense_run)]
     masks = [keep_masks(trained)]

@@ -3,7 +3,6 @@ per-layer sensitivity scan (:func:`sensitivity_scan`)."""
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..contracts import Batch, LossFn, Scores, prunable_layers
 from ..engine import Data, derived_seed, evaluate, train
+from ..plumbing import copy_model
 from .steps import PrunerLike, ScorerLike, Step, check_fraction
 
 
@@ -91,12 +91,12 @@ def heuristic(
     pruning = Step(scorer, pruner, data, loss_fn)
     count = math.ceil(round(max_amount / step, 9))
     targets = [min(round(step * k, 9), max_amount) for k in range(1, count + 1)]
-    accepted = copy.deepcopy(model)
+    accepted = copy_model(model)
     dense = evaluate(accepted, val_data, loss_fn=loss_fn)["accuracy"]
     result = HeuristicResult(accepted, 0.0, dense)
     for k, target in enumerate(tqdm(targets, desc="steps", disable=not progress), start=1):
         done = pruning.done
-        candidate = pruning(copy.deepcopy(accepted), target)
+        candidate = pruning(copy_model(accepted), target)
         if epochs_per_step and data is not None:  # data is checked above when epochs_per_step
             train(
                 candidate,
@@ -196,6 +196,6 @@ def sensitivity_scan(
         result.accuracy[name] = []
         for amount in amounts:
             step.done = 0.0
-            pruned = step(copy.deepcopy(model), amount, scores=only)
+            pruned = step(copy_model(model), amount, scores=only)
             result.accuracy[name].append(evaluate(pruned, data, loss_fn=loss_fn)["accuracy"])
     return result

@@ -3,7 +3,6 @@ and the documented recipe for high unstructured sparsity."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ..contracts import Batch, LossFn
 from ..engine import Data, History, derived_seed, pick_device, train
+from ..plumbing import copy_model
 from ..recovery import combine, distillation_penalty
 from .steps import (
     Pruned,
@@ -43,7 +43,7 @@ def one_shot(
     """
     check_fraction("amount", amount)
     step = Step(scorer, pruner, data, loss_fn)
-    return step(copy.deepcopy(model), amount)
+    return step(copy_model(model), amount)
 
 
 def iterative(
@@ -74,7 +74,7 @@ def iterative(
     targets = sparsity_targets(amount, rounds, spacing)
     check_count("epochs_per_round", epochs_per_round)
     step = Step(scorer, pruner, data, loss_fn)
-    model = copy.deepcopy(model)
+    model = copy_model(model)
     history, sparsity = History(), []
     for r, target in enumerate(tqdm(targets, desc="rounds", disable=not progress), start=1):
         model = step(model, target)
@@ -139,7 +139,7 @@ def gradual(
         "it returns a new, smaller model that the running optimiser cannot follow; use "
         "iterative() instead",
     )
-    model = copy.deepcopy(model)
+    model = copy_model(model)
     step(model, targets[0])
     current = [targets[0]]
     at = {(j - 1) * every: target for j, target in enumerate(targets, start=1)}
@@ -216,7 +216,7 @@ def recipe_high_sparsity(
     steps = min(5, epochs)
     device = train_kwargs.get("device")
     if teacher is None:
-        teacher = model if device is None else copy.deepcopy(model).to(pick_device(device))
+        teacher = model if device is None else copy_model(model).to(pick_device(device))
     kd = distillation_penalty(teacher, temperature, distill_weight)
     return gradual(
         model,

@@ -10,7 +10,6 @@ pruning and the chosen format buy, not what a compiler gives any model.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Any, cast
@@ -24,6 +23,7 @@ from torch.utils.data import Dataset, TensorDataset
 from .. import inference, quantize, sparse
 from ..engine import fine_tune
 from ..metrics import interleaved_latency
+from ..plumbing import copy_model
 from ..registry import get_pruner, get_scorer
 from .controls import value_slider
 from .explorer import Explorer
@@ -111,7 +111,7 @@ class DeploymentExplorer(Explorer):
     ) -> None:
         super().__init__()
         setting.check()
-        self.dense = copy.deepcopy(model).eval()
+        self.dense = copy_model(model).eval()
         self.train_data, self.epochs, self.seed = train, epochs, seed
         self.inputs, self.targets = stack(test)
         self.batch = self.inputs[:batch_size]
@@ -142,7 +142,7 @@ class DeploymentExplorer(Explorer):
         """A pruned, fine-tuned copy of the dense model (L1 magnitude scores; cached)."""
         key = (method, amount)
         if key not in self._pruned:
-            model = copy.deepcopy(self.dense)
+            model = copy_model(self.dense)
             if amount > 0:
                 scores = get_scorer("magnitude", p=1)(model)
                 model = get_pruner(method)(model, scores, amount=amount)

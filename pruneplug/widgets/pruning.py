@@ -9,7 +9,6 @@ and redraws.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +21,7 @@ from torch import Tensor, nn
 from ..contracts import Pruner, Scorer, Scores
 from ..engine import evaluate
 from ..metrics import count_parameters, kendall, macs, pruned_overlap, spearman
-from ..plumbing import effective_weight, layer_tensor, prunable_layers
+from ..plumbing import copy_model, effective_weight, layer_tensor, prunable_layers
 from ..registry import get_registry
 from ..schedules import Sensitivity, sensitivity_scan
 from .controls import PluginPicker, choose, value_slider
@@ -135,7 +134,7 @@ class PruningExplorer(Explorer):
     def compute(self) -> dict[str, Any]:
         pruner = self.pruner.create_as(Pruner)
         # a structured pruner returns a new model; an unstructured one prunes what it is given
-        model = self.model if pruner.structured else copy.deepcopy(self.model)
+        model = self.model if pruner.structured else copy_model(self.model)
         self.pruned = pruner(model, self.scores(), amount=self.amount.value)
         counts = count_parameters(self.pruned)
         result: dict[str, Any] = {
