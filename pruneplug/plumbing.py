@@ -187,16 +187,18 @@ def copy_model(model: nn.Module) -> nn.Module:
     ``torch.nn.utils.prune`` keeps a masked ``weight = weight_orig * weight_mask`` as a plain
     attribute that its forward pre-hook recomputes; computed with autograd on (by the prune
     itself, or by a training step's forward pass) it is not a leaf tensor, and deepcopy refuses
-    those. The copy gets it detached (its own hook recomputes it on the next forward pass);
-    ``model`` is only read.
+    those. The copy gets it recomputed from its ``_orig`` and mask (current also after an
+    optimiser step); ``model`` is only read.
     """
     memo: dict[int, object] = {}
     for module in model.modules():
         for hook in _mask_hooks(module):
             derived = module.__dict__.get(hook._tensor_name)
             if isinstance(derived, Tensor):
-                memo[id(derived)] = derived.detach().clone()
-    return copy.deepcopy(model, memo)
+                memo[id(derived)] = derived.detach()  # replaced below: no need to copy it
+    out = copy.deepcopy(model, memo)
+    refresh_masked_weights(out)
+    return out
 
 
 def remove_masks(model: nn.Module) -> nn.Module:
