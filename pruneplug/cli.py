@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .registry import KINDS, Entry, Registry, UnknownPluginError, get_registry
 from .sweep.cli import add_parser as add_sweep_parser
+from .sweep.cli import at_least
 
 #: ``pruneplug bench NAME`` -> modules whose ``run(quick)`` print that benchmark's tables.
 BENCHMARKS = {
@@ -82,10 +83,15 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _describe(entry: Entry) -> str:
+def _json(registry: Registry, entry: Entry) -> dict[str, object]:
+    """An entry as ``--json`` prints it: :meth:`Entry.to_json` and the name to ask for."""
+    return {**entry.to_json(), "request_name": registry.request_name(entry)}
+
+
+def _describe(entry: Entry, request_name: str) -> str:
     cls = entry.cls
     lines = [
-        f"{entry.kind} {entry.name!r}: {cls.description}",
+        f"{entry.kind} {request_name!r}: {cls.description}",
         f"provider: {entry.provider} {entry.version} (plugin {entry.plugin})",
         f"class: {cls.__module__}.{cls.__qualname__}",
     ]
@@ -105,22 +111,27 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for kind in kinds:
             try:
                 found.append(registry.entry(kind, args.name))
-            except UnknownPluginError as exc:
-                errors.append(str(exc))
+            except UnknownPluginError as exc:  # unknown, or shared by providers: show them all
+                same = [e for e in registry.entries(kind) if e.name == args.name]
+                if same:
+                    found.extend(same)
+                else:
+                    errors.append(str(exc))
         if not found:
             print("pruneplug: " + "\n".join(errors), file=sys.stderr)
             return 1
         if args.json:
-            print(json.dumps([e.to_json() for e in found], indent=2))
+            print(json.dumps([_json(registry, e) for e in found], indent=2))
         else:
-            print("\n\n".join(_describe(e) for e in found))
+            print("\n\n".join(_describe(e, registry.request_name(e)) for e in found))
         return 0
     entries = registry.entries(args.kind)
     if args.json:
-        print(json.dumps([e.to_json() for e in entries], indent=2))
+        print(json.dumps([_json(registry, e) for e in entries], indent=2))
         return 0
     rows = [
-        [e.kind, e.name, e.cls.description, f"{e.provider} {e.version}".strip()] for e in entries
+        [e.kind, registry.request_name(e), e.cls.description, f"{e.provider} {e.version}".strip()]
+        for e in entries
     ]
     print(_table(rows, ["kind", "name", "description", "provider"]))
     for f in registry.failures:
@@ -175,7 +186,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     benchmarks that take it (``--size`` for ``widgets``); a module that does not take one the
     others do (the CPU-only int8 table under ``--device cuda``) is skipped with a line saying so.
     """
-    options = {name: getattr(args, name) for name in BENCH_OPTIONS if getattr(args, name)}
+    options = {
+        name: getattr(args, name) for name in BENCH_OPTIONS if getattr(args, name) is not None
+    }
     runs = bench_runs(args.name)
     unknown = set(options) - set().union(*(takes(run) for run in runs.values()))
     if unknown:
@@ -199,6 +212,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
             continue
         run(quick=args.quick, **options)
     return 0
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    value = at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is above 65535, the highest port")
+    return value
+
+
+def device(text: str) -> str:
+    """An argparse type: a device torch knows (``cpu``, ``cuda``, ``cuda:1``), checked here
+    so that a typo is refused before a benchmark starts; whether it is present, the benchmark
+    says."""
+    import torch
+
+    try:
+        torch.device(text)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(str(error).splitlines()[0]) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,20 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="only copy the chapters to DIR (keeping any already there) and exit",
     )
-    course.add_argument("--port", type=int, help="port for JupyterLab")
+    course.add_argument("--port", type=port, help="port for JupyterLab")
     course.set_defaults(func=cmd_course)
 
     bench = sub.add_parser("bench", help="run a benchmark and print its table")
     bench.add_argument("name", choices=list(BENCHMARKS))
     bench.add_argument("--quick", action="store_true", help="a tiny run (for tests)")
-    bench.add_argument("--device", help="where to run, e.g. cuda (augment, deploy; default cpu)")
+    bench.add_argument(
+        "--device", type=device, help="where to run, e.g. cuda (augment, deploy; default cpu)"
+    )
     bench.add_argument(
         "--dtype",
+        choices=("float32", "bfloat16", "float16"),
         help="float32, bfloat16 or float16 (deploy's D1, default float32; D4 takes the two "
         "16-bit ones, default both)",
     )
-    bench.add_argument("--size", type=int, help="image height and width (augment; default 32)")
-    bench.add_argument("--batch", type=int, help="images per batch (augment; default 256)")
+    bench.add_argument(
+        "--size", type=at_least(1), help="image height and width (augment; default 32)"
+    )
+    bench.add_argument("--batch", type=at_least(1), help="images per batch (augment; default 256)")
     bench.set_defaults(func=cmd_bench)
 
     add_sweep_parser(sub)
@@ -252,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pruneplug`` console script."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as error:  # pruneplug's refusals name the problem and the fix
+        print(f"pruneplug: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -289,12 +289,15 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         """Names to ask for: bare when unique (or built-in), ``provider:name`` when shared."""
         self._check_kind(kind)
-        out = []
-        for name, same in sorted(self._entries[kind].items()):
-            for e in same:
-                bare = len(same) == 1 or e.provider == BUILTIN
-                out.append(name if bare else f"{e.provider}:{name}")
-        return out
+        table = sorted(self._entries[kind].items())
+        return [self.request_name(e) for _, same in table for e in same]
+
+    def request_name(self, entry: Entry) -> str:
+        """The name that asks for ``entry``: bare when unique among its kind or built-in,
+        ``provider:name`` when other providers register the same name."""
+        same = self._entries[entry.kind].get(entry.name, [])
+        bare = len(same) == 1 or entry.provider == BUILTIN
+        return entry.name if bare else f"{entry.provider}:{entry.name}"
 
     def entry(self, kind: str, name: str) -> Entry:
         """The entry of ``kind`` called ``name`` (or ``provider:name``)."""

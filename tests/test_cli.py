@@ -32,7 +32,16 @@ def test_plugins_json_lists_every_kind_with_provider():
     assert {e["kind"] for e in entries} == {"scorer", "pruner", "augmenter"}
     magnitude = next(e for e in entries if e["name"] == "magnitude")
     assert magnitude["provider"] == "pruneplug" and magnitude["version"]
-    assert set(magnitude) == {"kind", "name", "description", "provider", "version", "params"}
+    assert set(magnitude) == {
+        "kind",
+        "name",
+        "request_name",
+        "description",
+        "provider",
+        "version",
+        "params",
+    }
+    assert magnitude["request_name"] == "magnitude"
     assert magnitude["params"][0]["name"] == "p"
 
 
@@ -52,6 +61,35 @@ def test_one_plugin_shows_parameters(capsys):
 def test_unknown_plugin_lists_available(capsys):
     assert main(["plugins", "nope", "--kind", "scorer"]) == 1
     assert "no scorer called 'nope'; available:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "augment", "--quick", "--device", "cud"], "argument --device: Expected one of"),
+        (["bench", "augment", "--quick", "--size", "0"], "argument --size: 0 is below 1"),
+        (["bench", "augment", "--batch", "many"], "argument --batch: 'many' is not a whole"),
+        (["bench", "deploy", "--dtype", "float8"], "argument --dtype: invalid choice"),
+        (["course", "--port", "70000"], "argument --port: 70000 is above 65535"),
+        (["sweep", "sweep.toml", "--workers", "0"], "argument --workers: 0 is below 1"),
+        (["sweep", "sweep.toml", "--max-retries", "-1"], "argument --max-retries: -1 is below 0"),
+    ],
+)
+def test_bad_arguments_are_refused_by_the_parser(args, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_refusal_of_the_library_is_a_message_not_a_traceback(tmp_path):
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    result = run("course", "--copy", str(taken))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("pruneplug: ") and "File exists" in result.stderr
+    result = run("bench", "augment", "--quick", "--size", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "too large to reflect at the border of 1 x 1 images" in result.stderr
 
 
 def test_course_copy(tmp_path, capsys):

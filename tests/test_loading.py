@@ -6,6 +6,7 @@ installed entry points - the built-ins included - exactly as ``import pruneplug`
 """
 
 import importlib
+import json
 import sys
 import textwrap
 import warnings
@@ -15,7 +16,7 @@ from torch import nn
 
 import pruneplug
 import pruneplug.registry
-from pruneplug import PluginLoadWarning, UnknownPluginError
+from pruneplug import PluginLoadWarning, UnknownPluginError, cli
 from pruneplug.registry import Registry
 
 SCORER = """
@@ -245,6 +246,23 @@ def test_duplicate_names_from_two_distributions_are_both_kept_qualified(install)
     assert usable(registry, "alpha-plugins:dup", 1.0)
     assert usable(registry, "beta-plugins:dup", 2.0)
     assert registry.entry("scorer", "beta-plugins:dup").version == "2.0"
+
+
+def test_the_command_lists_and_describes_shared_names_as_they_are_asked_for(install, capsys):
+    install("alpha-plugins", "1.0", {"alpha": "alpha_mod"}, {"alpha_mod": scorer_module("dup", 1)})
+    install("beta-plugins", "2.0", {"beta": "beta_mod"}, {"beta_mod": scorer_module("dup", 2)})
+    assert cli.main(["plugins", "--kind", "scorer"]) == 0
+    names = [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert {"alpha-plugins:dup", "beta-plugins:dup"} <= set(names) and "dup" not in names
+    assert cli.main(["plugins", "dup"]) == 0  # ambiguous: every provider's is described
+    out = capsys.readouterr().out
+    assert "scorer 'alpha-plugins:dup'" in out and "scorer 'beta-plugins:dup'" in out
+    assert cli.main(["plugins", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {e["request_name"] for e in listed if e["name"] == "dup"} == {
+        "alpha-plugins:dup",
+        "beta-plugins:dup",
+    }
 
 
 def test_two_distributions_may_use_the_same_entry_point_name(install, monkeypatch):

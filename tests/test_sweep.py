@@ -138,6 +138,17 @@ def test_validation_reports_every_problem_at_once_and_runs_nothing(tmp_path: Pat
     assert not store.exists()
 
 
+def test_malformed_files_and_a_folder_for_a_store_are_problems_not_tracebacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SweepConfigError, match=r"axes = 3 is not a table: write \[axes\]"):
+        Sweep.from_dict({"axes": 3, "fixed": {"epochs": 1}})
+    with pytest.raises(SweepConfigError, match="is a folder: name a file in it"):
+        Sweep(axes={"seed": [0]}, store=tmp_path).plan()
+    assert sweep_main([str(tmp_path)]) == 2  # the config itself a folder
+    assert "cannot read the sweep file" in capsys.readouterr().err
+
+
 def test_pool_refuses_a_trial_it_cannot_send() -> None:
     with pytest.raises(SweepConfigError, match="cannot be sent to worker processes"):
         Sweep(trial=lambda c: {"v": 1}, axes={"x": [1]}).plan("pool")

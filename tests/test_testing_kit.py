@@ -220,6 +220,13 @@ def leaves_eval_mode(self, model, batches, loss_fn):
     return GoodScorer.score(self, model, batches, loss_fn)
 
 
+def leaves_train_mode(self, model, batches, loss_fn):
+    model.eval()
+    scores = GoodScorer.score(self, model, batches, loss_fn)
+    model.train()  # "restores" a mode it never read
+    return scores
+
+
 def writes_into_batches(self, model, batches, loss_fn):
     for x, _ in batches:
         x.mul_(2)
@@ -326,6 +333,14 @@ def centres_on_the_batch_mean(self, images, params):
     return (images - images.mean() + 0.5).clamp(0, 1)
 
 
+def stretches_the_batch_range(self, images, params):  # autocontrast over the batch, not a sample
+    return (images - images.amin()) / (images.amax() - images.amin())
+
+
+def returns_channels_last(self, images, params):
+    return images.permute(0, 2, 3, 1).contiguous()  # as many values, another shape
+
+
 def ignores_applied(self, images, params, *, targets=None, model=None, loss_fn=None):
     return self.apply(images, params), None
 
@@ -393,6 +408,7 @@ BROKEN = [
     (scorer("TooMany", score=one_unit_too_many), "scores.shapes", "expected (4,)"),
     (scorer("KeepsGraph", score=keeps_the_graph), "scores.values", "requires grad"),
     (scorer("LeavesEval", score=leaves_eval_mode), "model_untouched", "training mode"),
+    (scorer("LeavesTrain", score=leaves_train_mode), "model_untouched", "training mode"),
     (
         type("UpdatesStats", (GoodDataScorer,), {"score": updates_batch_norm}),
         "model_untouched",
@@ -423,6 +439,12 @@ BROKEN = [
         "image.per_sample",
         "differently alone than within the batch",
     ),
+    (
+        aug("BatchRange", apply=stretches_the_batch_range),
+        "image.per_sample",
+        "differently alone than within the batch",
+    ),
+    (aug("ChannelsLast", apply=returns_channels_last), "runs", "of the same N x C x H x W shape"),
     (aug("IgnoresP", transform=ignores_applied), "image.p", "p=0"),
     (aug("ReversesTargets", _apply=reverses_targets), "image.targets", "targets came back"),
     (aug("AddsTargets", GoodMix, mix=adds_targets), "mixing.targets", "sum to"),

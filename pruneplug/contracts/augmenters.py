@@ -255,7 +255,19 @@ class ImageAugmenter(Plugin):
                 "images: apply(images, params) returns only the augmented images (to change "
                 "targets too, derive from MixingAugmenter and implement mix)"
             )
-        return out, None
+        return self._same_shape(out, images, "apply"), None
+
+    def _same_shape(self, out: Tensor, images: Tensor, method: str) -> Tensor:
+        """``out``, refused unless it has the shape of the batch ``images`` it was made from (a
+        batch reshaped back would scramble its pixels, and a pipeline needs the shape kept)."""
+        if out.shape != images.shape:
+            raise ValueError(
+                f"augmenter {self.name!r}: {method} returned images of shape "
+                f"{tuple(out.shape)} for a batch of shape {tuple(images.shape)}: return a "
+                "batch of the same N x C x H x W shape (an augmenter that changes the size "
+                "or the layout resamples back, as ResizedCrop does)"
+            )
+        return out
 
     def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         """Apply ``params`` to every sample of ``images`` (``N x C x H x W``) and return them.
@@ -286,7 +298,8 @@ class MixingAugmenter(ImageAugmenter):
         loss_fn: LossFn | None,
     ) -> tuple[Tensor, Tensor | None]:
         assert targets is not None  # __call__ refuses a mixing call without targets
-        return self.mix(images, targets, params)
+        mixed, soft = self.mix(images, targets, params)
+        return self._same_shape(mixed, images, "mix"), soft
 
     def mix(
         self, images: Tensor, targets: Tensor, params: Mapping[str, Tensor]
@@ -330,7 +343,7 @@ class AdversarialAugmenter(ImageAugmenter):
                 model,
                 loss_fn or nn.functional.cross_entropy,
             )
-        return adversarial.detach().to(images.device), None
+        return self._same_shape(adversarial.detach().to(images.device), images, "attack"), None
 
     def attack(
         self,

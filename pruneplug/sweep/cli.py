@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .results import format_table
@@ -33,6 +34,21 @@ example sweep.toml:
 """
 
 
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``low`` (refused with argparse's usage)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``sweep`` to a subparsers object; sets ``func`` to :func:`command`."""
     parser = sub.add_parser(
@@ -49,7 +65,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default="pool", help="default: pool")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=at_least(1),
         help="processes / Ray tasks in flight (default: this machine's cores; Ray: all CPUs)",
     )
     parser.add_argument("--store", help="results file (default: the config's store)")
@@ -57,7 +73,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--retry-failed", action="store_true", help="run trials recorded as failed again"
     )
     parser.add_argument(
-        "--max-retries", type=int, default=2, help="retries of a trial whose worker died"
+        "--max-retries", type=at_least(0), default=2, help="retries of a trial whose worker died"
     )
     parser.add_argument(
         "--stop-on-error",
@@ -99,6 +115,9 @@ def command(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except SweepConfigError as exc:
+        print(f"pruneplug sweep: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the results file: a folder, no permission, a full disk
         print(f"pruneplug sweep: {exc}", file=sys.stderr)
         return 2
     except TrialError as exc:

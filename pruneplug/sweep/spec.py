@@ -166,10 +166,17 @@ class Sweep:
         A relative ``store`` is taken relative to ``base`` (the config file's folder).
         """
         unknown = sorted(set(table) - {"sweep", "fixed", "axes"})
-        head = dict(table.get("sweep", {}))
         problems = [
             f"unknown table [{k}]; the tables are [sweep], [fixed], [axes]" for k in unknown
         ]
+        problems += [
+            f"{k} = {table[k]!r} is not a table: write [{k}] and its keys below it"
+            for k in ("sweep", "fixed", "axes")
+            if not isinstance(table.get(k, {}), Mapping)
+        ]
+        if problems:
+            raise SweepConfigError(problems)
+        head = dict(table.get("sweep", {}))
         problems += [
             f"unknown key {k!r} in [sweep]; it takes {', '.join(SWEEP_KEYS)}"
             for k in sorted(set(head) - set(SWEEP_KEYS))
@@ -208,6 +215,8 @@ class Sweep:
                 table = tomllib.load(file)
         except FileNotFoundError as exc:
             raise SweepConfigError([f"no sweep file {str(path)!r}"]) from exc
+        except OSError as exc:  # a folder, no permission
+            raise SweepConfigError([f"cannot read the sweep file {str(path)!r}: {exc}"]) from exc
         except tomllib.TOMLDecodeError as exc:
             raise SweepConfigError([f"{path}: not valid TOML: {exc}"]) from exc
         return cls.from_dict(table, base=path.parent)
@@ -228,6 +237,8 @@ class Sweep:
             problems.append("samples is for mode='random'; a grid runs every combination")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             problems.append(f"seed={self.seed!r}: give a whole number")
+        if self.store is not None and Path(self.store).is_dir():
+            problems.append(f"store={str(self.store)!r} is a folder: name a file in it")
         fixed, axes = flatten(self.fixed), flatten(self.axes)
         for key in sorted(set(fixed) & set(axes)):
             problems.append(f"{key!r} is both fixed and an axis; keep one")

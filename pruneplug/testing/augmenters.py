@@ -197,6 +197,10 @@ def _check_per_sample(
             return
     if aug.mixes_targets:
         return  # a mixed sample depends on its partner by design
+    # samples of different ranges: a statistic of the whole batch (its min, max or mean) then
+    # differs from each sample's own
+    ramp = torch.linspace(0, 1, n, dtype=images.dtype, device=images.device).view(-1, 1, 1, 1)
+    images = images * (0.3 + 0.5 * ramp) + (0.1 + 0.1 * ramp)
     whole = check.call(rule, "transform", aug.transform, images, params, targets=targets, **extra)
     for i in (0, n - 1):
         part = {k: v[i : i + 1] for k, v in params.items()}

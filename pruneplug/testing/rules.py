@@ -72,8 +72,9 @@ RULES: dict[str, Rule] = {
     ),
     "deterministic": Rule(
         "the same torch seed gives the same result",
-        "draw randomness only from torch's generator (seeded by torch.manual_seed), not from "
-        "Python's random or numpy, and avoid order-dependent set/dict iteration",
+        "draw randomness only from a torch.Generator: the one passed in (augmenters) or "
+        "torch.Generator().manual_seed(seed) from a declared seed parameter (scorers); not "
+        "from Python's random or numpy; and avoid order-dependent set/dict iteration",
     ),
     "scores.shapes": Rule(
         "Scores name prunable layers of the model (pruneplug.prunable_layers); weight scores "

@@ -29,15 +29,17 @@ def check_scorer(
 
     Args:
         params: parameters to make it with (default: the object's config, or the defaults).
-        model, example: a model and an input batch for it (default: :func:`tiny_cnn` and
-            eight 1 x 8 x 8 inputs); batches for ``needs_data`` scorers are drawn like
-            ``example``, with targets over the model's output classes.
+        model, example: a model and an input batch for it (default: :func:`tiny_cnn`, in
+            training mode but for ``bn2`` in eval mode, and eight 1 x 8 x 8 inputs); batches
+            for ``needs_data`` scorers are drawn like ``example``, with targets over the
+            model's output classes.
         skip: names of rules not to check (see :data:`RULES`).
     """
     cls, check, config = _start(plugin, params, skip, (Scorer,))
     with _isolated_rng(seed):
-        if model is None:
-            model, example = tiny_cnn(), torch.rand(8, 1, 8, 8)
+        if model is None:  # modes mixed: a scorer that leaves it in train or eval mode is seen
+            model, example = tiny_cnn().train(), torch.rand(8, 1, 8, 8)
+            model.get_submodule("bn2").eval()
         elif example is None:
             raise ValueError("check_scorer: give example= (an input batch for the model)")
         classes = _eval_forward(model, example).shape[-1]
