@@ -204,7 +204,12 @@ class Registry:
                 plugin = ep.load()
                 self.pm.register(plugin, name=name)
             except Exception as exc:  # any import or validation error is the plugin's
-                self._fail(name, f"{type(exc).__name__}: {exc}", at_import=True)
+                hint = (
+                    "; a hook takes one argument, named register: def register_scorers(register)"
+                    if isinstance(exc, pluggy.PluginValidationError)
+                    else ""
+                )
+                self._fail(name, f"{type(exc).__name__}: {exc}{hint}", at_import=True)
             else:
                 self._check_hook_names(name, plugin)
 

@@ -104,8 +104,21 @@ def usable(registry, name, value):
             "from pruneplug import Param\nP = Param('p', float, 2.0, low=0, high=1)\n",
             "ValueError: Param 'p': its default 2.0 is out of range",
         ),
+        (
+            "broken_mod",
+            "from pruneplug import hookimpl\n@hookimpl\ndef register_scorers(reg):\n    pass\n",
+            "{'reg'} are declared in the hookimpl but can not be found in the hookspec; a hook "
+            "takes one argument, named register: def register_scorers(register)",
+        ),
     ],
-    ids=["missing-dependency", "raises", "syntax-error", "missing-attribute", "bad-param"],
+    ids=[
+        "missing-dependency",
+        "raises",
+        "syntax-error",
+        "missing-attribute",
+        "bad-param",
+        "argument-name",
+    ],
 )
 def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(
     install, target, source, reason
