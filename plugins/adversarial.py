@@ -31,15 +31,20 @@ from torch import Tensor, nn
 
 from pruneplug import AdversarialAugmenter, LossFn, Param, hookimpl
 from pruneplug.params import probability
+from pruneplug.plumbing import scalar_loss
 
 
 def input_gradient_sign(
     images: Tensor, targets: Tensor, model: nn.Module, loss_fn: LossFn
 ) -> Tensor:
-    """:math:`\\mathrm{sign}(\\nabla_x L(f(x), y))`, without touching the parameters' ``.grad``."""
-    images = images.detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss = loss_fn(model(images), targets)
+    """:math:`\\mathrm{sign}(\\nabla_x L(f(x), y))`, without touching the parameters' ``.grad``.
+
+    Gradients are taken even when the caller turned them off, by ``torch.no_grad`` or by
+    ``torch.inference_mode`` (whose tensors are copied into normal ones for the attack).
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        images = images.detach().clone().requires_grad_(True)
+        loss = scalar_loss(loss_fn(model(images), targets.clone()))
         (grad,) = torch.autograd.grad(loss, images)
     return grad.sign()
 

@@ -22,7 +22,7 @@ passes for the small kernels used in augmentation (oneDNN's depthwise kernels).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -51,6 +51,17 @@ def _check_odd(owner: str, config: Mapping[str, Any], *names: str) -> None:
             )
 
 
+def check_reflect(k: int, border: str, shape: Sequence[int]) -> None:
+    """Refuse a ``k x k`` kernel that reflection cannot pad for images of ``shape`` (``F.pad``'s
+    "reflect" needs the padding below the image size)."""
+    h, w = shape[-2:]
+    if border == "reflect" and k // 2 >= min(h, w):
+        raise ValueError(
+            f"a {k} x {k} kernel is too large to reflect at the border of {h} x {w} images: "
+            f"use a kernel of at most {2 * min(h, w) - 1} or border='replicate'"
+        )
+
+
 def filter_images(images: Tensor, kernels: Tensor, border: str) -> Tensor:
     """Filter each image with its own ``k x k`` kernel (``kernels``: ``N x k x k``, k odd).
 
@@ -59,11 +70,7 @@ def filter_images(images: Tensor, kernels: Tensor, border: str) -> Tensor:
     n, c, h, w = images.shape
     k = kernels.shape[-1]
     half = k // 2
-    if border == "reflect" and half >= min(h, w):
-        raise ValueError(
-            f"a {k} x {k} kernel is too large to reflect at the border of {h} x {w} images: "
-            f"use a kernel of at most {2 * min(h, w) - 1} or border='replicate'"
-        )
+    check_reflect(k, border, images.shape)
     weight = kernels.to(images.dtype).repeat_interleave(c, 0).unsqueeze(1)  # N*C x 1 x k x k
     padded = F.pad(images.reshape(1, n * c, h, w), (half, half, half, half), mode=border)
     out = F.conv2d(padded, weight, groups=n * c).view(n, c, h, w)
@@ -105,6 +112,7 @@ class BoxBlur(ImageAugmenter):
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``size``: the odd kernel size of each sample."""
+        check_reflect(self.config["kernel_max"], self.config["border"], shape)
         low, high = self.config["kernel_min"] // 2, self.config["kernel_max"] // 2
         half = torch.randint(low, high + 1, (shape[0],), generator=generator, device=device)
         return {"size": 2 * half + 1}
@@ -150,6 +158,7 @@ class GaussianBlur(ImageAugmenter):
 
     def generate_parameters(self, shape, generator, device) -> dict[str, Tensor]:
         """``sigma``: the standard deviation of each sample's kernel, in pixels."""
+        check_reflect(self.config["kernel_size"], self.config["border"], shape)
         low, high = self.config["sigma_min"], self.config["sigma_max"]
         return {"sigma": uniform(shape[0], low, high, generator, device)}
 

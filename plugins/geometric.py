@@ -7,10 +7,13 @@ batch, and a :class:`~pruneplug.augment.Compose` multiplies the matrices of cons
 geometric stages so a whole chain is resampled once.
 
 With :math:`c` the image centre, an affine map with rotation angle :math:`\theta`
-(counter-clockwise, as in torchvision), scale :math:`s`, shear :math:`\phi` along x and
-translation :math:`t` sends input :math:`p` to :math:`T_t\, C\, R_\theta\, Sh_\phi\, S_s\,
-C^{-1} p` (torchvision's ``RandomAffine`` convention); its sampling matrix is the inverse,
-built in closed form so multiples of 90 degrees are exact.
+(counter-clockwise, as torchvision's ``rotate``), scale :math:`s`, shear :math:`\phi` along x
+and translation :math:`t` sends input :math:`p` to :math:`T_t\, C\, R_\theta\, Sh_\phi\,
+S_s\, C^{-1} p` (the composition of torchvision's ``RandomAffine``, whose functional
+``affine`` takes the angle clockwise and the shear with the other sign: ``affine`` here with
+:math:`\theta, \phi` is ``TF.affine`` with :math:`-\theta, -\phi`; the draws are symmetric,
+so the distributions are the same); its sampling matrix is the inverse, built in closed form so
+multiples of 90 degrees are exact.
 
 * Flips mirror a pixel :math:`(x, y)` to :math:`(W-1-x, y)` or :math:`(x, H-1-y)`; flips, crops
   and rotations are the classic label-preserving augmentations (Krizhevsky et al., "ImageNet

@@ -15,7 +15,9 @@ with noise is a baseline defence:
   the photons a white pixel collects (fewer = noisier; ImageNet-C uses 60 down to 3). The
   Poisson draw is exact, by inverting its CDF :math:`P(K \le k) = Q(k + 1, \lambda x)`
   (regularised upper incomplete gamma, ``torch.special.gammaincc``) at a uniform drawn per
-  value (:func:`poisson_quantile`) - deterministic given the drawn uniforms;
+  value (:func:`poisson_quantile`) - deterministic given the drawn uniforms. The counts are
+  steps of :math:`x`, so for gradients the noise :math:`y - x` counts as a constant added to
+  the image (a straight-through estimate, as for Gaussian noise);
 * impulse (random-valued impulse) noise: a fraction ``amount`` of the *values* (each channel on
   its own) is replaced by a uniform random value - the harder case for median-type filters
   (e.g. Chan, Ho & Nikolova, "Salt-and-Pepper Noise Removal by Median-Type Noise Detectors
@@ -186,8 +188,12 @@ class ShotNoise(ImageAugmenter):
 
     def apply(self, images: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         photons = params["photons"].view(-1, 1, 1, 1)
-        counts = poisson_quantile(images.float() * photons, params["uniform"], self.max_count)
-        return (counts / photons).clamp_(0, 1).to(images.dtype)
+        rate = images.detach().float() * photons
+        counts = poisson_quantile(rate, params["uniform"], self.max_count)
+        noisy = (counts / photons).clamp_(0, 1).to(images.dtype)
+        if images.requires_grad:  # the noise is a constant added to the image for gradients
+            return (images + (noisy - images).detach()).clamp(0, 1)
+        return noisy
 
 
 class ImpulseNoise(ImageAugmenter):

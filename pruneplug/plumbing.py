@@ -310,7 +310,10 @@ def constant(
 
 @lru_cache(maxsize=1024)
 def _constant(values: Numbers, device: torch.device, dtype: torch.dtype) -> Tensor:
-    return torch.tensor(values, dtype=dtype, device=device)
+    # a normal tensor even when first asked for under torch.inference_mode: an inference tensor
+    # could never be saved for backward by the differentiable calls that share it later
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=dtype, device=device)
 
 
 def batch_loss(

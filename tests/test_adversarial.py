@@ -119,6 +119,18 @@ def test_works_under_no_grad_and_with_a_custom_loss(trained):
 
 
 @pytest.mark.parametrize("cls", [FGSM, PGD])
+def test_works_under_inference_mode_and_refuses_a_loss_per_sample(trained, cls):
+    model, images, labels = trained
+    expected, _ = cls(eps=EPS)(images, labels, model=model, generator=seeded())
+    with torch.inference_mode():
+        out, _ = cls(eps=EPS)(images, labels, model=model, generator=seeded())
+    assert torch.equal(out, expected)
+    per_sample = nn.CrossEntropyLoss(reduction="none")
+    with pytest.raises(ValueError, match=r"loss_fn returned \(128,\), not a scalar"):
+        cls(eps=EPS)(images, labels, model=model, loss_fn=per_sample)
+
+
+@pytest.mark.parametrize("cls", [FGSM, PGD])
 def test_probability_per_sample(trained, cls):
     model, images, labels = trained
     out, _ = cls(eps=EPS, p=0.0)(images, labels, model=model, generator=seeded())

@@ -13,7 +13,13 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from pruneplug import ImageAugmenter, MixingAugmenter, ParamError, PluginLoadWarning
+from pruneplug import (
+    ImageAugmenter,
+    MixingAugmenter,
+    ParamError,
+    PluginLoadWarning,
+    get_augmenter,
+)
 from pruneplug.augment import Compose, OneOf, from_torchvision, warp
 from pruneplug.registry import Registry
 
@@ -621,3 +627,78 @@ def test_a_call_waits_for_the_device_once_per_stage(registry):
         [make(registry, n) for n in ("hflip", "rotation", "colour_jitter", "gaussian_blur")]
     )
     assert dispatch_counts(lambda t: pipeline(t, generator=gen()), x)[1] == 3
+
+
+# --------------------------------------------------------------------------- the caller's data
+
+
+def test_no_call_returns_a_view_of_its_input():
+    x = torch.rand(1, 3, 4, 4)
+    kept = x.clone()
+    untouched = OneOf([get_augmenter("hflip", p=0.0), get_augmenter("gaussian_noise", p=0.0)])
+
+    class Identity(ImageAugmenter):  # apply may return its input untouched
+        name, description = "identity", "returns the images it is given"
+
+        def apply(self, images, params):
+            return images
+
+    for aug in (untouched, Identity(), Compose([Identity()])):
+        out = aug(x, generator=gen())
+        out.zero_()
+        assert torch.equal(x, kept), aug
+
+
+def test_from_torchvision_never_writes_into_the_batch_and_wants_floats():
+    x = torch.rand(2, 3, 8, 8)
+    kept = x.clone()
+    erased = from_torchvision(v2.RandomErasing(p=1.0, value=0, inplace=True))(x, generator=gen())
+    assert torch.equal(x, kept) and (erased == 0).any()
+    with pytest.raises(ValueError, match="returned a torch.uint8 image"):
+        from_torchvision(v2.ToDtype(torch.uint8, scale=True))(x, generator=gen())
+
+
+def test_shot_noise_passes_gradients_straight_through():
+    x = torch.rand(2, 3, 8, 8)
+    plain = get_augmenter("shot_noise", p=1.0)(x, generator=gen())
+    leaf = x.clone().requires_grad_()
+    noisy = get_augmenter("shot_noise", p=1.0)(leaf, generator=gen())
+    assert torch.allclose(noisy, plain, atol=1e-6)
+    (noisy * torch.arange(8.0)).sum().backward()
+    inside = (plain > 0) & (plain < 1)  # clamped values pass no gradient
+    assert torch.equal(leaf.grad[inside], torch.arange(8.0).expand_as(x)[inside])
+
+
+def test_a_call_under_inference_mode_keeps_later_calls_differentiable():
+    contrast = get_augmenter("contrast", p=1.0)
+    with torch.inference_mode():  # the first call makes the shared grey weights
+        contrast(torch.rand(2, 3, 8, 8), generator=gen())
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    contrast(x, generator=gen()).sum().backward()
+    assert x.grad is not None
+
+
+@pytest.mark.parametrize("name", ["gaussian_blur", "box_blur"])
+def test_a_blur_too_large_to_reflect_is_refused_whatever_the_draw(name):
+    for seed in range(4):  # p = 0.5: some draws select no sample
+        with pytest.raises(ValueError, match="too large to reflect at the border of 1 x 1"):
+            get_augmenter(name)(torch.rand(1, 3, 1, 1), generator=gen(seed))
+
+
+@pytest.mark.parametrize(
+    "weights", [[math.nan, 1.0], [math.inf, 1.0], [True, 1.0], [1e-320, 0.0], [-1, 2], [1, "a"]]
+)
+def test_one_of_refuses_weights_it_cannot_draw_with(weights):
+    with pytest.raises(ValueError, match="one finite, non-negative number per augmenter"):
+        OneOf([get_augmenter("hflip"), get_augmenter("vflip")], weights=weights)
+
+
+def test_compose_fuse_is_a_bool_and_shows_in_the_repr():
+    with pytest.raises(TypeError, match="fuse must be True or False, got 'no'"):
+        Compose([get_augmenter("hflip")], fuse="no")
+    assert repr(Compose([get_augmenter("hflip")], fuse=False)).endswith(", fuse=False)")
+
+
+def test_targets_that_are_not_a_tensor_are_named():
+    with pytest.raises(TypeError, match=r"got list: convert them with torch.as_tensor"):
+        get_augmenter("mixup", num_classes=3)(torch.rand(2, 3, 4, 4), [0, 1], generator=gen())

@@ -53,13 +53,19 @@ class TorchvisionAugmenter(ImageAugmenter):
         with torch.random.fork_rng(devices=devices):
             for i in applied.nonzero().squeeze(1).tolist():
                 torch.manual_seed(seeds[i])
-                result = self.wrapped(images[i])
+                result = self.wrapped(out[i])  # a view of the copy: in-place transforms are fine
                 if not isinstance(result, Tensor) or result.shape != images[i].shape:
                     got = tuple(result.shape) if isinstance(result, Tensor) else type(result)
                     raise ValueError(
                         f"from_torchvision: {self.wrapped!r} turned a {tuple(images[i].shape)} "
                         f"image into {got}; augmenters keep the shape (resize or crop to the "
                         "input size inside the transform)"
+                    )
+                if not result.is_floating_point():
+                    raise ValueError(
+                        f"from_torchvision: {self.wrapped!r} returned a {result.dtype} image; "
+                        "augmenters work on floats in [0, 1] (leave dtype conversion, such as "
+                        "v2.ToDtype, out of the wrapped transform)"
                     )
                 out[i] = result
         return out.clamp_(0, 1)

@@ -7,6 +7,8 @@ colour stages as one colour map (see :mod:`pruneplug.augment` for what that chan
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..contracts import ImageAugmenter, LossFn
-from ..params import probability
+from ..params import plain, probability
 from .bases import ColourAugmenter, GeometricAugmenter
 from .kernels import ColourMap, WarpMap, colour_pass, merge_options, warp
 
@@ -124,8 +126,14 @@ class Compose(_Pipeline):
 
     def __init__(self, augmenters: Sequence[ImageAugmenter], *, fuse: bool = True) -> None:
         super().__init__(augmenters)
+        if not isinstance(fuse, bool):
+            raise TypeError(f"Compose: fuse must be True or False, got {fuse!r}")
         self.fuse = fuse
         self.stages = self._plan() if fuse else [(None, [i]) for i in range(len(self.augmenters))]
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text if self.fuse else f"{text[:-1]}, fuse=False)"
 
     def _plan(self) -> list[tuple[str | None, list[int]]]:
         """Group consecutive fusable stages: ``[(kind or None, [indices])]``."""
@@ -205,12 +213,17 @@ class OneOf(_Pipeline):
         super().__init__(augmenters, p=p)
         if weights is None:
             weights = [1.0] * len(self.augmenters)
-        if len(weights) != len(self.augmenters) or min(weights) < 0 or sum(weights) <= 0:
+        values = [  # NumPy scalars and 0-d tensors count; a bool or a string does not
+            float(x) if isinstance(x, numbers.Real) and not isinstance(x, bool) else math.nan
+            for x in map(plain, weights)
+        ]
+        self.weights = torch.tensor(values)  # float32, as multinomial draws with them
+        valid = torch.isfinite(self.weights).all() and (self.weights >= 0).all()
+        if len(values) != len(self.augmenters) or not valid or self.weights.sum() <= 0:
             raise ValueError(
-                f"OneOf: weights {list(weights)} must be one non-negative number per augmenter "
-                f"({len(self.augmenters)}), not all zero"
+                f"OneOf: weights {list(weights)} must be one finite, non-negative number per "
+                f"augmenter ({len(self.augmenters)}), not all zero (in float32)"
             )
-        self.weights = torch.tensor([float(x) for x in weights])
         kinds = {self.fusion_of(i) for i in range(len(self.augmenters))}
         fusion = kinds.pop() if len(kinds) == 1 else None
         if fusion == "warp" and merge_options(self._choices_warp_options()) is None:
@@ -291,14 +304,14 @@ class OneOf(_Pipeline):
             ), None
         if self.fusion == "colour":
             return colour_pass(images, [(self, params)]), None
-        new_targets = None
+        new_targets, out = None, images
         for i, augmenter in enumerate(self.augmenters):
             sub = self._selected(params, i)
             if not augmenter.mixes_targets and not bool(sub["applied"].any()):
                 continue
-            images, changed = augmenter.transform(
-                images, sub, targets=targets, model=model, loss_fn=loss_fn
+            out, changed = augmenter.transform(
+                out, sub, targets=targets, model=model, loss_fn=loss_fn
             )
             if changed is not None:
                 targets = new_targets = changed
-        return images, new_targets
+        return (images.clone() if out is images else out), new_targets  # never the input

@@ -140,6 +140,11 @@ class ImageAugmenter(Plugin):
             raise ValueError(
                 f"augmenter {self.name!r} mixes targets: call it as aug(images, targets)"
             )
+        if targets is not None and not isinstance(targets, Tensor):
+            raise TypeError(
+                f"targets must be a tensor (class indices or soft labels), got "
+                f"{type(targets).__name__}: convert them with torch.as_tensor(targets)"
+            )
         if targets is not None and len(targets) != len(batch):
             raise ValueError(
                 f"got {len(batch)} images but {len(targets)} targets: give one target per image"
@@ -160,6 +165,8 @@ class ImageAugmenter(Plugin):
             )
         else:  # every sample was drawn as applied: no count to wait for, nothing to put back
             out, new_targets = self._apply(batch, params, targets, model, loss_fn)
+        if out.untyped_storage().data_ptr() == batch.untyped_storage().data_ptr():
+            out = out.clone()  # apply may return its input untouched; the caller gets a copy
         out = out.reshape(images.shape)
         if targets is None:
             return out
