@@ -161,12 +161,17 @@ class Registry:
         """Plugins (or registered objects) that were skipped, with the reason."""
         return self._import_failures + self._hook_failures
 
-    def _fail(self, plugin: str, reason: str, at_import: bool = False) -> None:
+    def _fail(
+        self, plugin: str, reason: str, at_import: bool = False, one_class: bool = False
+    ) -> None:
+        """Record and warn that ``plugin`` (or, with ``one_class``, one thing it registered
+        while the rest of it loads) was skipped."""
         provider, version = self._providers.get(plugin, (LIVE, ""))
         failure = Failure(plugin, provider, version, reason)
         (self._import_failures if at_import else self._hook_failures).append(failure)
+        what = "loaded, but one of its registrations was skipped" if one_class else "was skipped"
         warnings.warn(
-            f"pruneplug plugin {plugin!r} from {provider} {version} was skipped: {reason}. "
+            f"pruneplug plugin {plugin!r} from {provider} {version} {what}: {reason}. "
             f"Fix or uninstall it, or set {DISABLE_ENV}={plugin} to silence this.",
             PluginLoadWarning,
             stacklevel=3,
@@ -274,7 +279,7 @@ class Registry:
         for cls in found:
             problem = _invalid(cls, bases)
             if problem:
-                self._fail(plugin, f"hook {hook_name}: {problem}")
+                self._fail(plugin, f"hook {hook_name}: {problem}", one_class=True)
                 continue
             if self._is_disabled(cls.name, f"{provider}:{cls.name}", f"{plugin}:{cls.name}"):
                 continue

@@ -214,6 +214,11 @@ def test_junk_registrations_are_reported_one_by_one_and_valid_ones_kept(install)
     registry, warned = load("junkpkg")
     reasons = [f.reason for f in registry.failures if f.provider == "junkpkg"]
     assert len(warned) == len(reasons) == 5
+    assert all(
+        w.startswith("pruneplug plugin 'junk' from junkpkg 0.1 loaded, but one of its "
+                     "registrations was skipped: hook register_scorers: ")
+        for w in warned
+    )  # fmt: skip
     assert reasons[0] == "hook register_scorers: registered 42, which is not a subclass of Scorer"
     assert "registered Constant(value=1.0), which is not a subclass of Scorer" in reasons[1]
     assert "Nameless.name='' must be an identifier-like string" in reasons[2]
