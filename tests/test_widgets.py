@@ -8,6 +8,7 @@ import math
 import ipywidgets as w
 import matplotlib.image
 import pruneplug_plugins.magnitude
+import pruneplug_plugins.n_m
 import pruneplug_plugins.structured
 import pruneplug_plugins.unstructured
 import pytest
@@ -41,6 +42,14 @@ class Declared:
         Param("scale", float, 1.5),
         Param("label", str, "x"),
     )
+
+
+def test_an_integer_with_more_values_than_a_slider_shows_gets_a_bounded_box():
+    seed = Param("seed", int, 0, low=0, high=2**63 - 1, help="seed")
+    wide = widgets.controls(type("Seeded", (), {"params": (seed,)}))["seed"]
+    assert isinstance(wide, w.BoundedIntText) and (wide.min, wide.max) == (0, 2**63 - 1)
+    wide.value = 12345
+    assert wide.value == 12345
 
 
 def test_controls_follow_declarations():
@@ -230,6 +239,28 @@ def test_sensitivity_viewer_tolerance(registry, digits, trained):
             if acc >= dense - 0.2
         ]
         assert loose[key] == max(ok) >= strict[key]
+
+
+def test_a_pruner_that_takes_no_amount_is_used_without_one(registry, digits, trained):
+    reg = pruneplug.get_registry()
+    reg.register_plugin(pruneplug_plugins.n_m)
+    explorer = widgets.PruningExplorer(trained, digits.test, amount=0.5)
+    explorer.pruner.dropdown.value = "n_m"  # 2:4 by its own parameters
+    assert explorer.amount.disabled and explorer.result["sparsity fc1"] == 0.5
+    explorer.pruner.dropdown.value = "unstructured"
+    assert not explorer.amount.disabled
+    viewer = widgets.SensitivityViewer(trained, digits.val, amounts=(0.5,))
+    assert "n_m" in reg.names("pruner") and "n_m" not in viewer.pruner.dropdown.options
+
+
+def test_sensitivity_viewer_sets_apart_the_layers_the_pruner_cannot_change(
+    registry, digits, trained
+):
+    viewer = widgets.SensitivityViewer(
+        trained, digits.val, pruners=["structured"], amounts=(0.5, 0.9)
+    )
+    assert list(viewer.curves) == ["fc1", "fc2"]  # the classifier keeps its 10 outputs
+    assert viewer.result["left as they were"] == "fc3" and "max amount fc3" not in viewer.result
 
 
 def test_training_curves_train_once_per_setting():

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..contracts import Batch, LossFn, Scores, prunable_layers
 from ..engine import Data, derived_seed, evaluate, train
+from ..metrics import count_parameters
 from ..plumbing import copy_model
 from .steps import PrunerLike, ScorerLike, Step, check_fraction
 
@@ -128,12 +129,15 @@ class Sensitivity:
     """Accuracy of the model with only one layer pruned, per layer and sparsity.
 
     ``accuracy[layer][i]`` is the accuracy with ``layer`` pruned to ``amounts[i]``;
-    ``dense_accuracy`` is the accuracy of the model as given.
+    ``dense_accuracy`` is the accuracy of the model as given; ``untouched`` names the layers
+    a structured pruner left as they were at every amount (it never removes the model's output
+    units), which have no curve: no budget can be read from them.
     """
 
     amounts: list[float]
     accuracy: dict[str, list[float]]
     dense_accuracy: float
+    untouched: list[str] = field(default_factory=list)
 
     def tolerable(self, drop: float = 0.01) -> dict[str, float]:
         """Per layer, the highest scanned sparsity whose accuracy is >= dense - ``drop``."""
@@ -187,15 +191,21 @@ def sensitivity_scan(
     step = Step(scorer, pruner, data if score_data is None else score_data, loss_fn)
     scores = step.scores(model)
     dense = evaluate(model, data, loss_fn=loss_fn)["accuracy"]
+    total = count_parameters(model)["total"]
     result = Sensitivity(list(amounts), {}, dense)
     for name in tqdm(names, desc="layers", disable=not progress):
         only = Scores(
             weight={name: scores.weight[name]} if name in scores.weight else {},
             unit={name: scores.unit[name]} if name in scores.unit else {},
         )
-        result.accuracy[name] = []
+        accuracies, shrank = [], False
         for amount in amounts:
             step.done = 0.0
             pruned = step(copy_model(model), amount, scores=only)
-            result.accuracy[name].append(evaluate(pruned, data, loss_fn=loss_fn)["accuracy"])
+            shrank |= count_parameters(pruned)["total"] < total
+            accuracies.append(evaluate(pruned, data, loss_fn=loss_fn)["accuracy"])
+        if shrank or not step.pruner.structured:  # a mask pruner can mask any scored layer
+            result.accuracy[name] = accuracies
+        else:
+            result.untouched.append(name)
     return result

@@ -166,12 +166,13 @@ def slider_grid(param: Param) -> SliderGrid | None:
     """The grid of the slider for a bounded number ``param``, or ``None`` for a text box.
 
     ``param.log``: a log-scale grid (a linear one if no log grid holds the default); else
-    linear. Integers always fit a grid of step 1.
+    linear. Integers get a grid of step 1 when it has at most MAX_STEPS positions (a seed up
+    to 2**63 does not: a pixel of slider would skip 10**16 values).
     """
     if param.low is None or param.high is None or param.choices is not None:
         return None
     if param.type is int:
-        return SliderGrid(param.low, param.high, 1)
+        return SliderGrid(param.low, param.high, 1) if param.high - param.low <= MAX_STEPS else None
     if param.log:
         grid = log_grid(param.default, param.low, param.high)
         if grid is not None:
@@ -211,6 +212,8 @@ def control(param: Param) -> w.Widget:
     if param.type is int:
         if grid is not None:
             return w.IntSlider(value=param.default, min=grid.min, max=grid.max, **common)
+        if param.low is not None and param.high is not None:
+            return w.BoundedIntText(value=param.default, min=param.low, max=param.high, **common)
         return w.IntText(value=param.default, **common)
     value = float(param.default)
     if grid is not None and grid.base is not None:

@@ -135,7 +135,10 @@ class PruningExplorer(Explorer):
         pruner = self.pruner.create_as(Pruner)
         # a structured pruner returns a new model; an unstructured one prunes what it is given
         model = self.model if pruner.structured else copy_model(self.model)
-        self.pruned = pruner(model, self.scores(), amount=self.amount.value)
+        # a pruner such as n_m removes what its own parameters say: the amount does not apply
+        self.amount.disabled = not pruner.takes_amount
+        amount = {"amount": self.amount.value} if pruner.takes_amount else {}
+        self.pruned = pruner(model, self.scores(), **amount)
         counts = count_parameters(self.pruned)
         result: dict[str, Any] = {
             "dense accuracy": self.dense_accuracy,
@@ -304,14 +307,17 @@ class SensitivityViewer(Explorer):
     Layers differ in how much pruning they take (Han et al., NeurIPS 2015, Fig. 5); the scan
     (:func:`pruneplug.schedules.sensitivity_scan`) shows it, and the ``tolerance`` slider turns
     it into a per-layer budget: the largest amount whose accuracy stays within ``tolerance``
-    points of the dense model (``result["max amount <layer>"]``). A scan runs once per scorer
-    and pruner, so the tolerance slider only redraws.
+    points of the dense model (``result["max amount <layer>"]``). Layers the pruner leaves as
+    they were (the output layer under a structured pruner) get no budget and are listed under
+    ``result["left as they were"]``. A scan runs once per scorer and pruner, so the tolerance
+    slider only redraws.
 
     Args:
         model: a trained model (not modified).
         data: dataset the accuracy is measured on (a validation split).
         batches: batches for scorers that need data (default: ``data``).
-        scorers, pruners: names offered.
+        scorers, pruners: names offered (default: every scorer, every pruner that takes an
+            amount).
         layers: the layers scanned (default: every prunable layer).
         amounts: the amounts tried.
         tolerance: the starting tolerance, in accuracy points.
@@ -337,6 +343,11 @@ class SensitivityViewer(Explorer):
         self.layers = list(layers or prunable_layers(model))
         self.amounts = list(amounts)
         self.scorer = PluginPicker.offering("scorer", scorers, scorer, "magnitude", self.update)
+        if pruners is None:  # a scan needs pruners that take an amount (not n_m)
+            registry = get_registry()
+            names = registry.names("pruner")
+            classes = {n: registry.entry("pruner", n).cls for n in names}
+            pruners = [n for n, c in classes.items() if issubclass(c, Pruner) and c.takes_amount]
         self.pruner = PluginPicker.offering("pruner", pruners, pruner, "unstructured", self.update)
         self.tolerance = value_slider("tolerance (points)", tolerance, 0.0, 20.0, 0.5)
         self._watch([self.tolerance])
@@ -375,6 +386,8 @@ class SensitivityViewer(Explorer):
         tolerable = self.scan.tolerable(self.tolerance.value / 100)
         result: dict[str, Any] = {"dense accuracy": self.dense_accuracy}
         result.update({f"max amount {name}": a for name, a in tolerable.items()})
+        if self.scan.untouched:  # e.g. the output layer under a structured pruner
+            result["left as they were"] = ", ".join(self.scan.untouched)
         return result
 
     def draw(self, fig: Figure) -> None:
@@ -387,7 +400,8 @@ class SensitivityViewer(Explorer):
         ax.set(title="one layer pruned at a time", xlabel="amount", ylabel="accuracy")
         ax.legend(fontsize=7)
         ax = fig.add_subplot(1, 2, 2)
-        ax.bar(range(len(self.layers)), [self.result[f"max amount {n}"] for n in self.layers])
+        scanned = list(self.curves)  # the layers the pruner changed
+        ax.bar(range(len(scanned)), [self.result[f"max amount {n}"] for n in scanned])
         ax.set(title="largest amount within tolerance", ylim=(0, 1))
-        ax.set_xticks(range(len(self.layers)))
-        ax.set_xticklabels(self.layers, rotation=45, fontsize=8)
+        ax.set_xticks(range(len(scanned)))
+        ax.set_xticklabels(scanned, rotation=45, fontsize=8)
