@@ -46,11 +46,12 @@ Data = Dataset | DataLoader
 
 OPTIMIZERS = ("sgd", "adam")
 #: Per-epoch schedules: name -> (optimizer, epochs) -> scheduler. ``step`` divides the rate by 10
-#: every third of the run, ``exponential`` multiplies it by 0.9 each epoch, ``cosine`` anneals it
-#: to zero over the run (Loshchilov & Hutter, "SGDR", ICLR 2017).
+#: after each third of the run (twice: at epochs round(E / 3) and round(2 E / 3), those inside the
+#: run), ``exponential`` multiplies it by 0.9 each epoch, ``cosine`` anneals it to zero over the
+#: run (Loshchilov & Hutter, "SGDR", ICLR 2017).
 SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], Any]] = {
-    "step": lambda opt, epochs: torch.optim.lr_scheduler.StepLR(
-        opt, step_size=max(1, epochs // 3), gamma=0.1
+    "step": lambda opt, epochs: torch.optim.lr_scheduler.MultiStepLR(
+        opt, sorted({round(epochs * k / 3) for k in (1, 2)} & set(range(1, epochs))), gamma=0.1
     ),
     "exponential": lambda opt, epochs: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9),
     "cosine": lambda opt, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs),
@@ -349,6 +350,12 @@ def augmented(augment: Augment, inputs: Tensor, targets: Tensor) -> tuple[Tensor
     return out
 
 
+def largest_magnitude(tensors: list[Tensor]) -> Tensor:
+    """The largest absolute value over ``tensors`` (NaN if any holds NaN), in a few kernels: the
+    infinity norm, which unlike the 2-norm cannot overflow for finite values."""
+    return torch.nn.utils.get_total_norm(tensors, norm_type=math.inf)
+
+
 def train_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -369,14 +376,19 @@ def train_epoch(
         loss = loss_fn(logits, targets)
         if penalty is not None:
             loss = loss + penalty(model, inputs, logits)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training diverged: the loss of batch {batch} is {loss.item()} (the model keeps "
-                "its weights from before this step). Lower the learning rate, or check the "
-                "inputs and the penalty (a too strong penalty, inputs with NaN or inf)"
-            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        largest = largest_magnitude(grads) if grads else loss.new_zeros(())
+        if not bool(torch.isfinite(loss) & torch.isfinite(largest)):  # one wait, as for the loss
+            what = "loss" if not torch.isfinite(loss) else "largest gradient"
+            value = loss if what == "loss" else largest
+            raise FloatingPointError(
+                f"training diverged: the {what} of batch {batch} is {value.item()} (the model "
+                "keeps its weights from before this step). Lower the learning rate, or check "
+                "the inputs and the penalty (a too strong penalty, one not differentiable "
+                "where it is evaluated such as sqrt at 0, inputs with NaN or inf)"
+            )
         opt.step()
         n = len(inputs)
         total_loss += loss.item() * n
@@ -384,6 +396,12 @@ def train_epoch(
         seen += n
     if seen == 0:
         raise ValueError("the training data yielded no batch: give at least one sample")
+    weights = [p.detach() for p in model.parameters()]
+    if weights and not torch.isfinite(largest_magnitude(weights)):
+        raise FloatingPointError(  # the last step had finite gradients and a too large rate
+            "training diverged: the last optimiser step of the epoch left NaN or inf weights; "
+            "lower the learning rate"
+        )
     return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
 
 

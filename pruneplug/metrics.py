@@ -29,12 +29,14 @@ from __future__ import annotations
 import html
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from .engine import Data, evaluate
@@ -93,13 +95,35 @@ def macs(model: nn.Module, example_input: Tensor) -> int:
     """Multiply-accumulates of one eval-mode forward pass on ``example_input`` (a batch).
 
     Pass a batch of one sample for per-sample MACs, e.g. ``x[:1]``. The model's modes are
-    restored afterwards.
+    restored afterwards. Attention and recurrent layers are counted on their plain paths
+    (:func:`countable_paths`): their fused kernels are invisible to ``FlopCounterMode``.
     """
     example_input = example_input.to(model_device(model))
     counter = FlopCounterMode(display=False)
-    with evaluation_mode(model), torch.no_grad(), counter:
+    with evaluation_mode(model), torch.no_grad(), countable_paths(), counter:
         model(example_input)
     return counter.get_total_flops() // 2
+
+
+@contextmanager
+def countable_paths() -> Iterator[None]:
+    """Run attention and recurrent layers as the matrix products ``FlopCounterMode`` counts.
+
+    In eval mode under ``no_grad`` ``nn.TransformerEncoderLayer`` and ``nn.MultiheadAttention``
+    take a fused fast path, scaled dot-product attention a flash kernel, and ``nn.LSTM`` /
+    ``nn.GRU`` oneDNN's or cuDNN's fused layer; the counter has no formula for those (a whole
+    transformer counted as its classifier's 64 MACs). The same arithmetic, unfused, is counted
+    in full; the settings are restored afterwards.
+    """
+    fast = torch.backends.mha.get_fastpath_enabled()
+    onednn = torch.backends.mkldnn.set_flags(_enabled=False, _fp32_precision=None)[0]
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH), torch.backends.cudnn.flags(enabled=False):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+        torch.backends.mkldnn.set_flags(_enabled=onednn, _fp32_precision=None)
 
 
 def latency(model: nn.Module, example_input: Tensor, repeats: int = 20, warmup: int = 3) -> float:

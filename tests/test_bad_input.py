@@ -26,6 +26,26 @@ def test_a_diverging_run_stops_with_the_epoch_and_batch_and_finite_weights(digit
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_a_finite_loss_with_a_nan_gradient_stops_before_the_step():
+    data_set = torch.utils.data.TensorDataset(torch.randn(64, 4), torch.randint(0, 3, (64,)))
+    model = nn.Linear(4, 3)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def kink(module, inputs, logits):  # 0, but its gradient is NaN (sqrt at 0)
+        return (module.weight.abs().sum() * 0).sqrt()
+
+    with pytest.raises(FloatingPointError, match="the largest gradient of batch 0 is nan"):
+        engine.train(model, data_set, epochs=1, batch_size=64, penalty=kink, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_last_step_that_overflows_the_weights_does_not_end_quietly():
+    inputs = 1e3 * torch.randn(64, 4)  # gradients in the hundreds: finite, and so is the loss
+    data_set = torch.utils.data.TensorDataset(inputs, torch.randint(0, 3, (64,)))
+    with pytest.raises(FloatingPointError, match="left NaN or inf weights; lower the learning"):
+        engine.train(nn.Linear(4, 3), data_set, epochs=1, batch_size=64, lr=1e38, progress=False)
+
+
 @pytest.mark.parametrize(
     "augment, problem",
     [

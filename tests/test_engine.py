@@ -75,9 +75,20 @@ def test_history_without_validation_and_its_repr_and_plot() -> None:
 
 
 @pytest.mark.parametrize(
+    ("epochs", "decays"), [(1, []), (2, [1]), (4, [1, 3]), (5, [2, 3]), (10, [3, 7])]
+)
+def test_the_step_schedule_decays_twice_whatever_the_length(epochs: int, decays: list) -> None:
+    history = engine.train(
+        net(), dataset(n=8), epochs=epochs, lr=1.0, schedule="step", progress=False
+    )
+    lowered = [e for e in range(1, epochs) if history["lr"][e] < history["lr"][e - 1]]
+    assert lowered == decays and min(history["lr"]) == pytest.approx(0.1 ** len(decays))
+
+
+@pytest.mark.parametrize(
     ("schedule", "expected"),
     [
-        ("step", [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]),  # / 10 every epochs // 3 = 2 epochs
+        ("step", [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]),  # / 10 after each third of 6 epochs
         ("exponential", [0.1 * 0.9**e for e in range(6)]),
         ("cosine", [0.1 * (1 + math.cos(math.pi * e / 6)) / 2 for e in range(6)]),
         (None, [0.1] * 6),

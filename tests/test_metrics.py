@@ -46,6 +46,21 @@ def test_macs_runs_in_eval_mode_and_restores_it() -> None:
     assert not model.training
 
 
+def test_attention_and_recurrent_layers_are_counted_in_full() -> None:
+    length, d, ff = 10, 16, 64
+    layer = nn.TransformerEncoderLayer(d, nhead=2, dim_feedforward=ff, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+    # per layer: the q, k, v and output projections, the scores and their weighted sum, the MLP
+    per_layer = length * d * 3 * d + 2 * length * length * d + length * d * d + 2 * length * d * ff
+    assert metrics.macs(encoder, torch.rand(1, length, d)) == 2 * per_layer
+    lstm = nn.LSTM(8, 32, batch_first=True)
+    assert metrics.macs(lstm, torch.rand(1, length, 8)) == length * 4 * 32 * (8 + 32)
+    gru = nn.GRU(8, 32, batch_first=True)
+    assert metrics.macs(gru, torch.rand(1, length, 8)) == length * 3 * 32 * (8 + 32)
+    # the fused paths are back afterwards
+    assert torch.backends.mha.get_fastpath_enabled() and torch.backends.mkldnn.enabled
+
+
 def test_count_parameters_counts_masked_weights_once() -> None:
     layer = nn.Linear(3, 4)
     with torch.no_grad():
