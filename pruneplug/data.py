@@ -132,10 +132,20 @@ def _dataset(images: np.ndarray | Tensor, labels: np.ndarray | Tensor) -> Tensor
 
 
 def _carve(
-    images: Tensor, labels: Tensor, test: TensorDataset, val_size: int, seed: int
+    loader: str, images: Tensor, labels: Tensor, test: TensorDataset, val_size: int, seed: int
 ) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
     """Train / val / test with a stratified ``val_size`` carved from the given training data."""
-    train_idx, val_idx = _stratified_split(labels.numpy(), val_size, seed)
+    if isinstance(val_size, bool) or not isinstance(val_size, numbers.Integral):
+        raise TypeError(
+            f"{loader}: val_size is a number of images (an int), got {val_size!r}; for a "
+            f"fraction f of the {len(labels)} training images pass round(f * {len(labels)})"
+        )
+    if not 0 < val_size < len(labels):
+        raise ValueError(
+            f"{loader}: val_size={val_size} must leave images for both splits: give 1.."
+            f"{len(labels) - 1} ({len(labels)} training images)"
+        )
+    train_idx, val_idx = _stratified_split(labels.numpy(), int(val_size), seed)
     return (
         TensorDataset(images[train_idx], labels[train_idx]),
         TensorDataset(images[val_idx], labels[val_idx]),
@@ -281,10 +291,21 @@ def load_mnist(root: str | Path, seed: int = 0, val_size: int = 5000) -> Splits:
     for name in names:
         _check_idx(raw / name)
     sets = {}
-    for train in (True, False):
+    for train, (images, labels) in zip((True, False), (names[:2], names[2:]), strict=True):
         ds = MNIST(root, train=train, download=False)
+        if len(ds.data) != len(ds.targets):
+            raise ValueError(
+                f"{raw / images} holds {len(ds.data)} images but {raw / labels} "
+                f"{len(ds.targets)} labels: the two files must come from the same release"
+            )
+        if len(ds.targets) and not 0 <= int(ds.targets.min()) <= int(ds.targets.max()) <= 9:
+            raise ValueError(
+                f"{raw / labels} has labels outside 0..9 ({int(ds.targets.min())}.."
+                f"{int(ds.targets.max())}): it is not an MNIST label file"
+            )
         sets[train] = (ds.data.unsqueeze(1).float() / 255, ds.targets.to(torch.int64))
-    train_set, val_set, test_set = _carve(*sets[True], TensorDataset(*sets[False]), val_size, seed)
+    test_set = TensorDataset(*sets[False])
+    train_set, val_set, test_set = _carve("load_mnist", *sets[True], test_set, val_size, seed)
     return Splits(train_set, val_set, test_set, classes=[str(d) for d in range(10)], name="mnist")
 
 
@@ -311,8 +332,17 @@ def _read_cifar_batch(path: Path, checksum: str | None) -> dict:
 
 def _cifar_arrays(path: Path, checksum: str | None) -> tuple[Tensor, Tensor]:
     batch = _read_cifar_batch(path, checksum)
-    pixels = np.asarray(batch.get("data"))
-    labels = np.asarray(batch.get("labels"), dtype=np.int64)
+    missing = [key for key in ("data", "labels") if key not in batch]
+    if missing:
+        raise ValueError(f"{path} has no {' or '.join(map(repr, missing))}: not a CIFAR-10 batch")
+    pixels, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
+    if pixels.dtype != np.uint8 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{path}: CIFAR-10 batches hold 'data' as uint8 pixels 0..255 and 'labels' as "
+            f"integers, got {pixels.dtype} and {labels.dtype}: convert them (e.g. "
+            "np.round(x * 255).astype(np.uint8) for floats in [0, 1]) before pickling"
+        )
+    labels = labels.astype(np.int64)
     if pixels.ndim != 2 or pixels.shape[1] != 3072 or len(labels) != len(pixels):
         raise ValueError(
             f"{path} is not in CIFAR-10's format: expected 'data' of shape N x 3072 (uint8) and "
@@ -320,7 +350,7 @@ def _cifar_arrays(path: Path, checksum: str | None) -> tuple[Tensor, Tensor]:
         )
     if len(labels) and not (0 <= labels.min() and labels.max() <= 9):
         raise ValueError(f"{path} has labels outside 0..9 ({labels.min()}..{labels.max()})")
-    images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 3, 32, 32)).float() / 255
+    images = torch.from_numpy(pixels.reshape(-1, 3, 32, 32)).float() / 255
     return images, torch.from_numpy(labels)
 
 
@@ -356,16 +386,16 @@ def load_cifar10(
     train = [_cifar_arrays(folder / name, md5(name)) for name, _ in CIFAR10.train_list]
     test_images, test_labels = _cifar_arrays(folder / "test_batch", md5("test_batch"))
     meta = _read_cifar_batch(folder / CIFAR10.meta["filename"], md5(CIFAR10.meta["filename"]))
-    classes = [str(c) for c in meta.get("label_names", [])]
+    names = meta.get("label_names", [])
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in names]
     if len(classes) != 10:
         raise ValueError(
             f"{folder / CIFAR10.meta['filename']} should list 10 'label_names', got {classes}"
         )
     images = torch.cat([x for x, _ in train])
     labels = torch.cat([y for _, y in train])
-    train_set, val_set, test_set = _carve(
-        images, labels, TensorDataset(test_images, test_labels), val_size, seed
-    )
+    test_set = TensorDataset(test_images, test_labels)
+    train_set, val_set, test_set = _carve("load_cifar10", images, labels, test_set, val_size, seed)
     return Splits(train_set, val_set, test_set, classes=classes, name="cifar10")
 
 

@@ -22,14 +22,14 @@ import io
 import logging
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 from torch._dynamo.exc import BackendCompilerFailed
 
-from .plumbing import copy_model, remove_masks
+from .plumbing import copy_model, evaluation_mode, remove_masks
 
 #: Loggers whose one-time notices during export and compilation name this machine's paths and
 #: say nothing about the model ("No CUDA runtime is found", torchao registering an Enum).
@@ -229,13 +229,15 @@ def predict(model: Callable[[Tensor], Tensor], inputs: Tensor, *, batch_size: in
 
     The last batch is padded with zeros to ``batch_size`` and the padding's outputs dropped, so
     a compiled model (which compiles once per input shape) compiles once. Runs under
-    ``torch.no_grad``; a module's own train/eval modes are left as they are.
+    ``torch.no_grad``, a module in eval mode (each sub-module's mode restored afterwards): in
+    training mode batch norm would mix the padding into the outputs and its statistics.
     """
     check_count("batch_size", batch_size)
     if not isinstance(inputs, Tensor) or inputs.dim() == 0 or len(inputs) == 0:
         raise ValueError("predict needs a non-empty tensor of inputs (N x ...)")
     outputs = []
-    with torch.no_grad():
+    modes = evaluation_mode(model) if isinstance(model, nn.Module) else nullcontext()
+    with modes, torch.no_grad():
         for chunk in inputs.split(batch_size):
             n = len(chunk)
             if n < batch_size:

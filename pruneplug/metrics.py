@@ -27,10 +27,11 @@ shown as an HTML table in notebooks.
 from __future__ import annotations
 
 import html
+import numbers
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,10 +132,7 @@ def latency(model: nn.Module, example_input: Tensor, repeats: int = 20, warmup: 
 
     Runs in eval mode under ``torch.inference_mode``; the model's modes are restored afterwards.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats={repeats!r}: give a whole number >= 1")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup={warmup!r}: give a whole number >= 0")
+    _check_timing(repeats, warmup)
     device = model_device(model)
     example_input = example_input.to(device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -162,15 +160,20 @@ def interleaved_latency(
     Every turn times each model once, right after an untimed run of it, so a load spike on a
     shared machine hits all of them alike and no model pays for the caches the previous one
     filled: the way to compare models, where :func:`latency` times one. On a GPU the device is
-    synchronised around each timed call (kernels run asynchronously).
+    synchronised around each timed call (kernels run asynchronously). Modules run in eval mode
+    (each module's own mode restored afterwards), as :func:`latency` runs them.
     """
+    _check_timing(repeats, warmup)
 
     def sync(x: Tensor) -> None:
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)
 
     times: dict[str, list[float]] = {name: [] for name in runs}
-    with torch.inference_mode():
+    modules = [m for m, _ in runs.values() if isinstance(m, nn.Module)]
+    with ExitStack() as modes, torch.inference_mode():
+        for module in modules:
+            modes.enter_context(evaluation_mode(module))
         for step in range(warmup + repeats):
             for name, (model, x) in runs.items():
                 model(x)
@@ -181,6 +184,13 @@ def interleaved_latency(
                 if step >= warmup:
                     times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _check_timing(repeats: object, warmup: object) -> None:
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats={repeats!r}: give a whole number >= 1")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup={warmup!r}: give a whole number >= 0")
 
 
 _time_forward = latency  # ``summary`` and ``compare`` take a ``latency`` flag of the same name
@@ -309,6 +319,13 @@ def pruned_overlap(a: Tensor, b: Tensor, amount: float) -> float:
 
     This is how much two scorers agree on *what to prune* at that amount (1 = same set).
     """
+    if a.numel() != b.numel():
+        raise ValueError(
+            f"pruned_overlap compares two scorings of the same items, got {a.numel()} and "
+            f"{b.numel()} scores: score the same layer"
+        )
+    if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 < amount <= 1:
+        raise ValueError(f"amount={amount!r}: give the fraction pruned, in (0, 1]")
     a, b = a.flatten(), b.flatten()
     k = max(1, round(amount * a.numel()))
     low_a = set(a.topk(k, largest=False).indices.tolist())

@@ -96,6 +96,11 @@ def _tensors(dataset: Any, what: str) -> tuple[Tensor, Tensor]:
 def _select(dataset: TensorDataset, classes: list[int], what: str) -> TensorDataset:
     """The examples of ``classes`` in ``dataset``, label ``classes[i]`` -> ``i``."""
     inputs, labels = _tensors(dataset, what)
+    if len(labels) and int(labels.min()) < 0:
+        raise ValueError(
+            f"{what} has negative labels ({int(labels.min())}): class indices start at 0; drop "
+            "unlabelled examples (label -1) before choosing classes"
+        )
     size = max([*classes, *labels.tolist()]) + 1
     remap = torch.full((size,), -1, dtype=torch.int64)
     remap[torch.tensor(classes)] = torch.arange(len(classes))

@@ -151,8 +151,21 @@ def test_mnist_missing_files_are_named(tmp_path):
 
 def test_mnist_val_size_is_checked(tmp_path):
     fake_mnist(tmp_path)
-    with pytest.raises(ValueError, match="between 1 and 19, got 20"):
+    with pytest.raises(ValueError, match=r"load_mnist: val_size=20 .* give 1\.\.19"):
         data.load_mnist(tmp_path, val_size=20)
+    with pytest.raises(TypeError, match=r"val_size is a number of images .* round\(f \* 20\)"):
+        data.load_mnist(tmp_path, val_size=0.1)  # not a fraction
+
+
+def test_mnist_images_and_labels_must_agree(tmp_path):
+    fake_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    write_idx(raw / "train-labels-idx1-ubyte", np.arange(19) % 10)  # one label short
+    with pytest.raises(ValueError, match=r"holds 20 images but .*train-labels.* 19 labels"):
+        data.load_mnist(tmp_path, val_size=10)
+    write_idx(raw / "train-labels-idx1-ubyte", np.arange(20) + 200)
+    with pytest.raises(ValueError, match=r"labels outside 0\.\.9 \(200\.\.219\)"):
+        data.load_mnist(tmp_path, val_size=10)
 
 
 # --------------------------------------------------------------------------- CIFAR-10
@@ -184,6 +197,9 @@ def test_cifar10_from_local_pickle_batches(tmp_path):
     cifar = data.load_cifar10(tmp_path, val_size=10)
     assert (len(cifar.train), len(cifar.val), len(cifar.test)) == (10, 10, 3)
     assert cifar.classes[:2] == ["plane", "car"] and cifar.name == "cifar10"
+    meta = tmp_path / "cifar-10-batches-py" / "batches.meta"  # Python 3 bytes, as re-pickled
+    meta.write_bytes(pickle.dumps({"label_names": [c.encode() for c in cifar.classes]}))
+    assert data.load_cifar10(tmp_path, val_size=10).classes == cifar.classes
     images, labels = cifar.test.tensors
     assert images.shape == (3, 3, 32, 32) and images.dtype == torch.float32
     assert images[:, 0, 5, 7].tolist() == pytest.approx([0, 1 / 255, 2 / 255])  # channel order
@@ -208,8 +224,16 @@ def test_cifar10_missing_unofficial_and_damaged_files(tmp_path):
     (folder / "test_batch").write_text("not a pickle")
     with pytest.raises(ValueError, match=r"test_batch is not a CIFAR-10 python batch"):
         data.load_cifar10(tmp_path)
-    (folder / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((2, 100)), "labels": [0]}))
+    short = {"data": np.zeros((2, 100), np.uint8), "labels": [0]}
+    (folder / "test_batch").write_bytes(pickle.dumps(short))
     with pytest.raises(ValueError, match=r"N x 3072 .* got data of shape \(2, 100\) and 1 labels"):
+        data.load_cifar10(tmp_path)
+    floats = {"data": np.full((2, 3072), 0.5), "labels": [0, 1]}  # would truncate to 0
+    (folder / "test_batch").write_bytes(pickle.dumps(floats))
+    with pytest.raises(ValueError, match=r"'data' as uint8 .* got float64 and int64"):
+        data.load_cifar10(tmp_path)
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8)}))
+    with pytest.raises(ValueError, match=r"test_batch has no 'labels': not a CIFAR-10 batch"):
         data.load_cifar10(tmp_path)
 
 

@@ -128,3 +128,26 @@ def test_compare_report_text_and_html() -> None:
 def test_summary_of_a_masked_model() -> None:
     result = metrics.summary(masked_mlp(), torch.randn(1, 4), latency=False)
     assert result == {"parameters": 37, "nonzero": 27, "sparsity": pytest.approx(1 / 3), "macs": 30}
+
+
+def test_interleaved_latency_times_modules_in_eval_mode_and_leaves_them_as_they_were() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).train()
+    stats = model[1].running_mean.clone()
+    times = metrics.interleaved_latency({"m": (model, torch.randn(8, 4))}, repeats=2, warmup=1)
+    assert times["m"] > 0 and model.training and torch.equal(model[1].running_mean, stats)
+    with pytest.raises(ValueError, match="repeats=0: give a whole number >= 1"):
+        metrics.interleaved_latency({"m": (model, torch.randn(8, 4))}, repeats=0)
+
+
+@pytest.mark.parametrize(
+    "b, amount, problem",
+    [
+        (torch.arange(5.0), 0.3, "got 10 and 5 scores"),
+        (torch.arange(10.0), 1.5, r"amount=1.5: give the fraction pruned, in \(0, 1\]"),
+        (torch.arange(10.0), 0, "amount=0"),
+        (torch.arange(10.0), True, "amount=True"),
+    ],
+)
+def test_pruned_overlap_refuses_what_it_cannot_compare(b, amount, problem) -> None:
+    with pytest.raises(ValueError, match=problem):
+        metrics.pruned_overlap(torch.arange(10.0), b, amount)

@@ -380,6 +380,16 @@ def test_predict_pads_the_last_batch() -> None:
     assert seen == [4, 4, 4] and torch.allclose(out, x.flatten(1).sum(1, keepdim=True))
 
 
+def test_predict_runs_a_module_in_eval_mode_and_gives_its_mode_back() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).train()
+    stats = model[1].running_mean.clone()
+    x = torch.randn(10, 4)
+    out = predict(model, x, batch_size=4)  # the last batch is half zeros
+    assert model.training and torch.equal(model[1].running_mean, stats)
+    with torch.no_grad():
+        assert torch.allclose(out, model.eval()(x))
+
+
 def test_float_deployment_matches_eager(dense: nn.Module, splits: data.Splits) -> None:
     deployed = compile_for_inference(dense)
     assert isinstance(deployed, CompiledForInference) and not deployed.training

@@ -252,3 +252,10 @@ def test_transfer_where_the_model_is(tmp_path) -> None:
     model = transfer.reinitialise(model, ["block3"])
     assert model.block3.conv.weight.is_cuda
     assert torch.equal(torch.cuda.get_rng_state(), state)
+
+
+def test_class_task_refuses_negative_labels() -> None:
+    unlabelled = TensorDataset(torch.rand(4, 3), torch.tensor([0, 9, -1, 5]))
+    splits = data.Splits(unlabelled, unlabelled, unlabelled, [str(i) for i in range(10)], "x")
+    with pytest.raises(ValueError, match=r"x.train has negative labels \(-1\)"):
+        transfer.class_task(splits, [5, 9])
