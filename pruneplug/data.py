@@ -432,7 +432,7 @@ def _read_pos_neg(folder: Path) -> TextSet:
             raise FileNotFoundError(f"no .txt files in {sub}: put one text per .txt file there")
         for file in files:
             try:
-                texts.append(file.read_text(encoding="utf-8").strip())
+                texts.append(file.read_text(encoding="utf-8-sig").strip())  # a BOM is no text
             except UnicodeDecodeError as err:
                 raise ValueError(f"{file} is not UTF-8 text ({err}): save it as UTF-8") from err
         labels += [label] * len(files)

@@ -27,6 +27,7 @@ parameters are (:func:`forward_on`). :func:`pick_device` is the helper for choos
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sized
 from typing import Any
 
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .plumbing import evaluation_mode, model_device, refresh_masked_weights
+from .plumbing import evaluation_mode, model_device, refresh_masked_weights, scalar_loss
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Penalty = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -236,6 +237,8 @@ def check_train_args(
         if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
             bound = "> 0" if name == "lr" else ">= 0"
             raise ValueError(f"{name}={value!r}: give a finite number {bound}")
+    if momentum >= 1:  # each step would add more than the whole previous velocity: it diverges
+        raise ValueError(f"momentum={momentum!r}: give a number in [0, 1), e.g. 0.9")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
     if schedule is not None and schedule not in SCHEDULES:
@@ -288,6 +291,9 @@ def train(
         progress: show a tqdm bar over epochs; ``False`` prints nothing at all.
     """
     check_train_args(epochs, lr, optimizer, momentum, weight_decay, batch_size, schedule)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed={seed!r}: give a whole number in [0, 2**63)")
+    seed = int(seed)  # a NumPy integer too
     check_data(data, "data")
     if val_data is not None:
         check_data(val_data, "val_data")
@@ -373,7 +379,7 @@ def train_epoch(
         if augment is not None:
             inputs, targets = augmented(augment, inputs, targets)
         logits = model(inputs)
-        loss = loss_fn(logits, targets)
+        loss = scalar_loss(loss_fn(logits, targets))
         if penalty is not None:
             loss = loss + penalty(model, inputs, logits)
         opt.zero_grad(set_to_none=True)

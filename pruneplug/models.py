@@ -51,6 +51,15 @@ def _check_sizes(builder: str, **sizes: int | Sequence[int]) -> None:
             raise ValueError(f"{builder}: {name} must be positive int(s), got {value!r}")
 
 
+def _check_per_layer(builder: str, name: str, value: object) -> None:
+    """``value`` must be a sequence, one size per layer (a bare int is named, with the fix)."""
+    if not isinstance(value, Sequence):
+        raise TypeError(
+            f"{builder}: {name} is one size per layer, a sequence, got {value!r}: write "
+            f"{name}=({value!r},) for one layer"
+        )
+
+
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -89,6 +98,7 @@ def mlp(
     Layers are named ``flatten``, ``fc1``, ``act1``, ``fc2``, ..., the last ``fc`` being the
     classifier; use ``in_features=784`` for MNIST.
     """
+    _check_per_layer("mlp", "hidden", hidden)
     _check_sizes("mlp", in_features=in_features, hidden=hidden, num_classes=num_classes)
     if activation not in ACTIVATIONS:
         raise ValueError(
@@ -124,6 +134,7 @@ def cnn(
     With the defaults on 8x8 digits: 2.4 M multiply-accumulates per image, 94 k parameters;
     use ``in_channels=3`` for CIFAR-10.
     """
+    _check_per_layer("cnn", "widths", widths)
     _check_sizes("cnn", in_channels=in_channels, num_classes=num_classes, widths=widths)
     if len(widths) == 0:
         raise ValueError("cnn: widths needs at least one block width, e.g. (32, 64, 128)")
@@ -254,7 +265,15 @@ def lstm_classifier(
         "lstm_classifier", vocab_size=vocab_size, embed_dim=embed_dim, hidden=hidden,
         num_classes=num_classes, layers=layers,
     )  # fmt: skip
-    if not isinstance(padding_idx, int) or not 0 <= padding_idx < vocab_size:
+    if not isinstance(bidirectional, bool):
+        raise TypeError(
+            f"lstm_classifier: bidirectional must be True or False, got {bidirectional!r}"
+        )
+    if (
+        isinstance(padding_idx, bool)
+        or not isinstance(padding_idx, int)
+        or not 0 <= padding_idx < vocab_size
+    ):
         raise ValueError(
             f"lstm_classifier: padding_idx must be an id in 0..{vocab_size - 1}, got "
             f"{padding_idx!r} (pruneplug.tokens uses 0)"
@@ -371,7 +390,11 @@ def transformer_classifier(
             f"transformer_classifier: unknown positions {positions!r}; choose one of "
             f"{', '.join(POSITIONS)}"
         )
-    if not isinstance(padding_idx, int) or not 0 <= padding_idx < vocab_size:
+    if (
+        isinstance(padding_idx, bool)
+        or not isinstance(padding_idx, int)
+        or not 0 <= padding_idx < vocab_size
+    ):
         raise ValueError(
             f"transformer_classifier: padding_idx must be an id in 0..{vocab_size - 1}, got "
             f"{padding_idx!r} (pruneplug.tokens uses 0)"

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .params import plain
+
 PAD = "<pad>"
 UNK = "<unk>"
 #: The special tokens, at ids 0 and 1 of every vocabulary.
@@ -145,7 +147,7 @@ class Vocabulary:
     def decode(self, ids: Sequence[int] | Tensor, skip_padding: bool = True) -> str:
         """The tokens of ``ids`` joined by spaces (``<pad>`` left out unless ``skip_padding``
         is False); the inverse of :meth:`encode` up to case, spacing and unknown words."""
-        values = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        values = ids.tolist() if isinstance(ids, Tensor) else [plain(i) for i in ids]
         if values and isinstance(values[0], list):
             raise ValueError("decode takes one sequence of ids; decode a batch row by row")
         bad = [i for i in values if not isinstance(i, int) or not 0 <= i < len(self)]

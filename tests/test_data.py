@@ -283,7 +283,7 @@ def write_texts(folder: Path, texts: dict[str, str]) -> None:
 
 def test_text_folder_flat_layout(tmp_path):
     write_texts(tmp_path / "pos", {"b.txt": "great film ", "a.txt": "loved it"})
-    write_texts(tmp_path / "neg", {"1.txt": "dull", "notes.md": "not a review"})
+    write_texts(tmp_path / "neg", {"1.txt": "\ufeffdull", "notes.md": "not a review"})  # a BOM
     texts = data.load_text_folder(tmp_path)
     assert list(texts) == ["all"]
     assert texts["all"].texts == ["dull", "loved it", "great film"]  # neg first, sorted names

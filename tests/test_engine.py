@@ -109,6 +109,9 @@ def test_schedules_set_the_lr_of_each_epoch(schedule: str | None, expected: list
         ({"lr": 0.0}, r"lr=0.0: give a finite number > 0"),
         ({"lr": float("nan")}, "lr=nan"),
         ({"batch_size": 0}, "batch_size=0"),
+        ({"momentum": 5.0}, r"momentum=5.0: give a number in \[0, 1\)"),
+        ({"seed": True}, r"seed=True: give a whole number in \[0, 2\*\*63\)"),
+        ({"seed": 2**64}, "seed=18446744073709551616"),
     ],
 )
 def test_bad_arguments_fail_before_touching_the_model(kwargs: dict, message: str) -> None:
@@ -119,6 +122,15 @@ def test_bad_arguments_fail_before_touching_the_model(kwargs: dict, message: str
         engine.train(model, dataset(), progress=False, **kwargs)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not model.training
+
+
+def test_a_loss_per_sample_is_named_before_any_step() -> None:
+    model = net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    per_sample = torch.nn.CrossEntropyLoss(reduction="none")
+    with pytest.raises(ValueError, match=r"loss_fn returned \(32,\), not a scalar tensor"):
+        engine.train(model, dataset(), batch_size=32, loss_fn=per_sample, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_empty_or_wrong_data_is_refused() -> None:

@@ -135,6 +135,24 @@ def test_unknown_names_list_the_choices():
     assert "fasterrcnn_resnet50_fpn" not in models.torchvision_classifiers()  # detection
 
 
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: models.mlp(hidden=300), TypeError, r"hidden is one size per layer.*\(300,\)"),
+        (lambda: models.cnn(widths=32), TypeError, r"widths is one size per layer.*\(32,\)"),
+        (
+            lambda: models.lstm_classifier(50, bidirectional="no"),
+            TypeError,
+            "bidirectional must be True or False, got 'no'",
+        ),
+        (lambda: models.lstm_classifier(50, padding_idx=True), ValueError, "got True"),
+    ],
+)
+def test_arguments_of_the_wrong_kind_are_named(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
 def test_arguments_that_cannot_be_saved_are_refused():
     with pytest.raises(TypeError, match="resnet18: every argument must be a JSON value"):
         models.torchvision_model("resnet18", norm_layer=nn.Identity)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,6 +48,7 @@ def test_encode_decode_round_trip_and_unknown_words():
     assert vocab.decode(vocab.encode("the plot was bad")) == "the plot was bad"
     with pytest.raises(ValueError, match=r"ids \[99\] are not in this vocabulary"):
         vocab.decode([2, 99])
+    assert vocab.decode(np.array(ids)) == vocab.decode(ids)  # NumPy integers are ids too
 
 
 def test_encode_batch_pads_truncates_and_gives_lengths():
