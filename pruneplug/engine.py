@@ -386,19 +386,26 @@ def train_epoch(
         loss.backward()
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         largest = largest_magnitude(grads) if grads else loss.new_zeros(())
-        if not bool(torch.isfinite(loss) & torch.isfinite(largest)):  # one wait, as for the loss
-            what = "loss" if not torch.isfinite(loss) else "largest gradient"
-            value = loss if what == "loss" else largest
+        right = (logits.argmax(1) == hard_labels(targets)).sum()
+        # the one wait of the batch (a GPU runs ahead until here): loss, gradient, hits
+        checked = [loss.detach(), largest, right]  # float32 each: bfloat16 would round counts
+        value, gradient, hits = torch.stack([t.float() for t in checked]).tolist()
+        if not (math.isfinite(value) and math.isfinite(gradient)):
+            what = (
+                f"loss of batch {batch} is {value}"
+                if not math.isfinite(value)
+                else f"gradient of batch {batch} holds {gradient}"
+            )
             raise FloatingPointError(
-                f"training diverged: the {what} of batch {batch} is {value.item()} (the model "
-                "keeps its weights from before this step). Lower the learning rate, or check "
-                "the inputs and the penalty (a too strong penalty, one not differentiable "
-                "where it is evaluated such as sqrt at 0, inputs with NaN or inf)"
+                f"training diverged: the {what} (the model keeps its weights from before this "
+                "step). Lower the learning rate, or check the inputs and the penalty (a too "
+                "strong penalty, one not differentiable where it is evaluated such as sqrt at "
+                "0, inputs with NaN or inf)"
             )
         opt.step()
         n = len(inputs)
-        total_loss += loss.item() * n
-        correct += (logits.argmax(1) == hard_labels(targets)).sum().item()
+        total_loss += value * n
+        correct += round(hits)
         seen += n
     if seen == 0:
         raise ValueError("the training data yielded no batch: give at least one sample")

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch._dynamo.exc import BackendCompilerFailed
 
-from .plumbing import copy_model, evaluation_mode, remove_masks
+from .plumbing import copy_model, evaluation_mode, model_device, remove_masks
 
 #: Loggers whose one-time notices during export and compilation name this machine's paths and
 #: say nothing about the model ("No CUDA runtime is found", torchao registering an Enum).
@@ -230,18 +230,20 @@ def predict(model: Callable[[Tensor], Tensor], inputs: Tensor, *, batch_size: in
     The last batch is padded with zeros to ``batch_size`` and the padding's outputs dropped, so
     a compiled model (which compiles once per input shape) compiles once. Runs under
     ``torch.no_grad``, a module in eval mode (each sub-module's mode restored afterwards): in
-    training mode batch norm would mix the padding into the outputs and its statistics.
+    training mode batch norm would mix the padding into the outputs and its statistics. A
+    module's inputs go where it is; the outputs come back where ``inputs`` are.
     """
     check_count("batch_size", batch_size)
     if not isinstance(inputs, Tensor) or inputs.dim() == 0 or len(inputs) == 0:
         raise ValueError("predict needs a non-empty tensor of inputs (N x ...)")
     outputs = []
     modes = evaluation_mode(model) if isinstance(model, nn.Module) else nullcontext()
+    device = model_device(model) if isinstance(model, nn.Module) else inputs.device
     with modes, torch.no_grad():
-        for chunk in inputs.split(batch_size):
+        for chunk in inputs.to(device).split(batch_size):
             n = len(chunk)
             if n < batch_size:
                 padding = chunk.new_zeros((batch_size - n, *chunk.shape[1:]))
                 chunk = torch.cat([chunk, padding])
             outputs.append(model(chunk)[:n])
-    return torch.cat(outputs)
+    return torch.cat(outputs).to(inputs.device)

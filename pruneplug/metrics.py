@@ -169,6 +169,11 @@ def interleaved_latency(
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)
 
+    # a module gets its input where it is (a callable of any other kind, as given)
+    runs = {
+        name: (model, x.to(model_device(model)) if isinstance(model, nn.Module) else x)
+        for name, (model, x) in runs.items()
+    }
     times: dict[str, list[float]] = {name: [] for name in runs}
     modules = [m for m, _ in runs.values() if isinstance(m, nn.Module)]
     with ExitStack() as modes, torch.inference_mode():

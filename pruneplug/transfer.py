@@ -102,8 +102,10 @@ def _select(dataset: TensorDataset, classes: list[int], what: str) -> TensorData
             "unlabelled examples (label -1) before choosing classes"
         )
     size = max([*classes, *labels.tolist()]) + 1
-    remap = torch.full((size,), -1, dtype=torch.int64)
-    remap[torch.tensor(classes)] = torch.arange(len(classes))
+    remap = torch.full((size,), -1, dtype=torch.int64, device=labels.device)  # data may be on a GPU
+    remap[torch.tensor(classes, device=labels.device)] = torch.arange(
+        len(classes), device=labels.device
+    )
     keep = remap[labels] >= 0
     return TensorDataset(inputs[keep].clone(), remap[labels[keep]])
 

@@ -56,6 +56,14 @@ def test_csr_stores_the_unstructured_models_zeros_away(explorer):
     assert explorer.deployed(explorer.setting) is stored  # cached
 
 
+def test_the_eager_masked_model_runs_as_the_dense_one_does_without_mask_hooks(explorer):
+    setting = Deployment("unstructured", 0.5)
+    eager, masked = explorer.deployed(setting), explorer.pruned("unstructured", 0.5)
+    assert not any(m._forward_pre_hooks for m in eager.modules())  # no mask recomputed a call
+    assert any(m._forward_pre_hooks for m in masked.modules())  # the cached pruned model keeps them
+    torch.testing.assert_close(eager(explorer.batch), masked(explorer.batch))
+
+
 def test_combinations_that_do_not_exist_are_refused_with_the_reason(explorer):
     explorer.method.value = "unstructured"
     explorer.layout.value = "csr"

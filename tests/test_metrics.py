@@ -151,3 +151,20 @@ def test_interleaved_latency_times_modules_in_eval_mode_and_leaves_them_as_they_
 def test_pruned_overlap_refuses_what_it_cannot_compare(b, amount, problem) -> None:
     with pytest.raises(ValueError, match=problem):
         metrics.pruned_overlap(torch.arange(10.0), b, amount)
+
+
+def test_interleaved_latency_gives_a_module_its_input_where_it_is() -> None:
+    elsewhere = nn.Linear(4, 2).to("meta")  # stands for a GPU: another device than the input's
+    times = metrics.interleaved_latency({"m": (elsewhere, torch.randn(3, 4))}, repeats=1, warmup=0)
+    assert times["m"] > 0
+
+
+@pytest.mark.cuda
+def test_a_model_on_the_gpu_is_timed_and_run_on_cpu_inputs() -> None:
+    from pruneplug.inference import predict
+
+    model = nn.Linear(4, 2).cuda()
+    x = torch.randn(5, 4)
+    assert metrics.interleaved_latency({"m": (model, x)}, repeats=1, warmup=0)["m"] > 0
+    out = predict(model, x, batch_size=4)
+    assert out.device == x.device and torch.allclose(out, model.cpu()(x), atol=1e-5)

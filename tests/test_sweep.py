@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,13 @@ def counted_trial(config: dict[str, Any]) -> dict[str, Any]:
         marker.touch()
         raise RuntimeError("first call fails")
     return {"score": config["x"] * config["y"]}
+
+
+def exiting_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """Calls ``sys.exit(3)`` for ``x == 0`` (as a script's argparse would on bad arguments)."""
+    if config["x"] == 0:
+        sys.exit(3)
+    return {"score": config["x"]}
 
 
 def killing_trial(config: dict[str, Any]) -> dict[str, Any]:
@@ -308,6 +316,37 @@ def test_torn_and_corrupt_results_file_keeps_finished_trials(tmp_path: Path) -> 
     assert calls(tmp_path, torn_x) == 2 and calls(tmp_path) == 4
     assert (tmp_path / "results.jsonl.torn").read_bytes() == lines[2][:25] + b"\n"
     assert [r["metrics"]["score"] for r in resumed.records] == [2, 4, 6]
+
+
+def test_a_reader_never_cuts_a_line_a_driver_may_still_be_writing(tmp_path: Path) -> None:
+    sweep = Sweep(trial=counted_trial, axes={"x": [1, 2]}, fixed={"y": 2, "dir": str(tmp_path)})
+    store = tmp_path / "results.jsonl"
+    run(sweep, backend="inprocess", store=store, progress=False)
+    lines = store.read_bytes().splitlines(keepends=True)
+    store.write_bytes(lines[0] + lines[1][:20])  # the driver is halfway through a line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a reader says nothing and changes nothing
+        assert len(Results.load(store).records) == 1
+    assert store.read_bytes() == lines[0] + lines[1][:20]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl locks are POSIX")
+def test_a_second_driver_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "results.jsonl"
+    sweep = Sweep(trial=counted_trial, axes={"x": [1]}, fixed={"y": 2, "dir": str(tmp_path)})
+    with ResultsStore.writing(store):  # the first driver, mid-run
+        with pytest.raises(OSError, match=r"another sweep is writing .*results.jsonl"):
+            run(sweep, backend="inprocess", store=store, progress=False)
+    assert run(sweep, backend="inprocess", store=store, progress=False).ran == 1  # released
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "pool"])
+def test_a_trial_that_calls_sys_exit_fails_alone(tmp_path: Path, backend: str) -> None:
+    sweep = Sweep(trial=exiting_trial, axes={"x": [0, 1]})
+    results = run(sweep, backend=backend, workers=1, store=tmp_path / "r.jsonl", progress=False)
+    assert _statuses(results) == {0: "failed", 1: "ok"}
+    (error,) = [r["error"] for r in results.records if r["status"] == "failed"]
+    assert (error["type"], error["message"]) == ("SystemExit", "the trial called sys.exit(3)")
 
 
 # ----------------------------------------------------------------------------- real trials

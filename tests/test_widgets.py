@@ -7,6 +7,7 @@ import math
 
 import ipywidgets as w
 import matplotlib.image
+import pruneplug_plugins.geometric
 import pruneplug_plugins.magnitude
 import pruneplug_plugins.n_m
 import pruneplug_plugins.structured
@@ -42,6 +43,19 @@ class Declared:
         Param("scale", float, 1.5),
         Param("label", str, "x"),
     )
+
+
+def test_the_gallery_starts_on_an_offered_augmenter_and_checks_its_columns(registry):
+    images = torch.rand(4, 1, 8, 8)
+    reg = pruneplug.get_registry()
+    reg.register_plugin(pruneplug_plugins.geometric)
+    gallery = widgets.AugmentationGallery(images, augmenters=["rotation"], columns=4)
+    assert gallery.augmenter.dropdown.value == "rotation"
+    with pytest.raises(ValueError, match="columns=0: give a whole number >= 1"):
+        widgets.AugmentationGallery(images, augmenters=["rotation"], columns=0)
+    with pytest.raises(ValueError, match="keep=0: give how many runs to overlay"):
+        rate = Param("lr", float, 0.1, low=0.01, high=1.0)
+        widgets.TrainingCurves(lambda lr: History(), [rate], keep=0)
 
 
 def test_an_integer_with_more_values_than_a_slider_shows_gets_a_bounded_box():

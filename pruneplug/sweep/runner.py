@@ -76,15 +76,19 @@ def _record(
 
 
 def _error(exc: BaseException, trace: str | None = None) -> dict[str, str]:
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": trace or ""}
+    message = str(exc)
+    if isinstance(exc, SystemExit):
+        message = f"the trial called sys.exit({exc.code!r})"
+    return {"type": type(exc).__name__, "message": message, "traceback": trace or ""}
 
 
 def execute(job: Job) -> Record:
     """Run one trial and return its record; an exception is recorded, not raised.
 
     A trial must return a mapping of metric names to JSON numbers (or strings / booleans);
-    anything else is recorded as a ``TypeError`` saying so. ``KeyboardInterrupt`` is not
-    caught: an interrupted trial is not finished, and runs again next time.
+    anything else is recorded as a ``TypeError`` saying so; a ``SystemExit`` (``sys.exit``,
+    argparse) is recorded as a failure of the trial, not of the sweep. ``KeyboardInterrupt`` is
+    not caught: an interrupted trial is not finished, and runs again next time.
     """
     start = time.perf_counter()
     try:
@@ -101,7 +105,7 @@ def execute(job: Job) -> Record:
                 f"trial {job.name} returned non-JSON metric values {bad!r}; convert them, "
                 "e.g. float(tensor)"
             )
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit / argparse in a trial ends the trial only
         return _record(job, "failed", None, _error(exc, traceback.format_exc()), _elapsed(start))
     return _record(job, "ok", dict(metrics), None, _elapsed(start))
 
@@ -362,31 +366,31 @@ def run(
     trial, name, configs = sweep.plan(backend)
     if backend == "ray":
         _import_ray()
-    results = ResultsStore(store or sweep.store or "sweep-results.jsonl")
-    sent = sweep.trial if isinstance(sweep.trial, str) else trial  # names travel by import
-    jobs, cached = [], []
-    for config in configs:
-        key = config_hash(name, config)
-        record = results.get(key)
-        if record is not None and (record["status"] == "ok" or not retry_failed):
-            cached.append(record)
-        else:
-            jobs.append(Job(key, sent, name, config))
-    records = list(cached)
-    failed = sum(r["status"] == "failed" for r in cached)
-    if errors == "raise" and failed:
-        raise TrialError(next(r for r in cached if r["status"] == "failed"))
-    bar = tqdm(total=len(configs), initial=len(cached), disable=not progress, unit="trial")
-    bar.set_postfix(failed=failed, cached=len(cached))
-    try:
-        for record in RUNNERS[backend](jobs, workers, max_retries):
-            results.append(record)
-            records.append(record)
-            failed += record["status"] == "failed"
-            bar.set_postfix(failed=failed, cached=len(cached))
-            bar.update()
-            if errors == "raise" and record["status"] == "failed":
-                raise TrialError(record)
-    finally:
-        bar.close()
-    return Results(records, ran=len(records) - len(cached), cached=len(cached))
+    with ResultsStore.writing(store or sweep.store or "sweep-results.jsonl") as results:
+        sent = sweep.trial if isinstance(sweep.trial, str) else trial  # names travel by import
+        jobs, cached = [], []
+        for config in configs:
+            key = config_hash(name, config)
+            record = results.get(key)
+            if record is not None and (record["status"] == "ok" or not retry_failed):
+                cached.append(record)
+            else:
+                jobs.append(Job(key, sent, name, config))
+        records = list(cached)
+        failed = sum(r["status"] == "failed" for r in cached)
+        if errors == "raise" and failed:
+            raise TrialError(next(r for r in cached if r["status"] == "failed"))
+        bar = tqdm(total=len(configs), initial=len(cached), disable=not progress, unit="trial")
+        bar.set_postfix(failed=failed, cached=len(cached))
+        try:
+            for record in RUNNERS[backend](jobs, workers, max_retries):
+                results.append(record)
+                records.append(record)
+                failed += record["status"] == "failed"
+                bar.set_postfix(failed=failed, cached=len(cached))
+                bar.update()
+                if errors == "raise" and record["status"] == "failed":
+                    raise TrialError(record)
+        finally:
+            bar.close()
+        return Results(records, ran=len(records) - len(cached), cached=len(cached))

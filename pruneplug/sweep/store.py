@@ -1,13 +1,18 @@
 """The results store: one JSON Lines file, one record per finished trial, written at once.
 
 **Why JSON Lines and not SQLite.** Only the driver process writes (workers hand their records
-back), so the store needs no concurrency control - SQLite's main strength - and what matters is
-that a finished trial survives any crash and that the file stays easy to own: every record is
+back), so the store needs little concurrency control - SQLite's main strength - and what matters
+is that a finished trial survives any crash and that the file stays easy to own: every record is
 appended as one line and ``fsync``-ed before the next trial's result is taken, so a crash can
-at worst tear the *last* line, which the next load detects, saves aside (``<file>.torn``) and
-cuts off with a warning, keeping every complete record. The file is plain text: ``grep``,
-``jq``, ``tail -f``, version control and ``cat a.jsonl b.jsonl`` (merging the results of two
-machines) all work, and there is no locking to go wrong on the network filesystems clusters use.
+at worst tear the *last* line. Readers (:meth:`Results.load <pruneplug.sweep.Results.load>`, a
+notebook watching a sweep) skip an unfinished last line and never change the file: it may be a
+write in progress. The driver (:meth:`ResultsStore.writing`) holds an advisory lock on
+``<file>.lock`` for the whole run, so a second driver on the same file is refused instead of
+redoing its trials, and it alone cuts a torn last line off, saving it aside (``<file>.torn``)
+with a warning and keeping every complete record. The file is plain text: ``grep``, ``jq``,
+``tail -f``, version control and ``cat a.jsonl b.jsonl`` (merging the results of two machines)
+all work. Where the filesystem has no locks (some network filesystems; Windows) the driver
+warns and runs unlocked.
 
 Records are keyed by :func:`pruneplug.sweep.spec.config_hash`; a later record of the same key
 replaces an earlier one (a failed trial retried with ``retry_failed=True``). A record is::
@@ -22,8 +27,15 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 Record = dict[str, Any]
 RECORD_KEYS = ("key", "trial", "config", "status")
@@ -31,6 +43,10 @@ RECORD_KEYS = ("key", "trial", "config", "status")
 
 class StoreWarning(UserWarning):
     """Part of a results file could not be read; the rest was kept."""
+
+
+class StoreBusyError(OSError):
+    """Another sweep holds the results file's lock."""
 
 
 #: the store name that keeps records in memory only (as SQLite's ``":memory:"``): for notebooks
@@ -45,20 +61,52 @@ class ResultsStore:
     so nothing survives the process.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, repair: bool = False) -> None:
         self.path: Path | None = None if str(path) == MEMORY else Path(path)
         self.records: dict[str, Record] = {}
-        self.load()
+        self.load(repair=repair)
 
-    def load(self) -> dict[str, Record]:
-        """Read the file: complete records by key. A torn last line is cut off (saved aside)."""
+    @classmethod
+    @contextmanager
+    def writing(cls, path: str | Path) -> Iterator[ResultsStore]:
+        """The store of the one driver writing ``path``: locked for the block, torn tail cut."""
+        if str(path) == MEMORY:
+            yield cls(path)
+            return
+        lock_path = Path(str(path) + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as lock:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise StoreBusyError(
+                        f"another sweep is writing {path} (it holds {lock_path}): wait for it "
+                        "to finish, or give this one another store"
+                    ) from None
+                except OSError as error:  # a filesystem without locks
+                    warnings.warn(
+                        f"cannot lock {lock_path} ({error}): running unlocked, so make sure "
+                        f"no other sweep writes {path} meanwhile",
+                        StoreWarning,
+                        stacklevel=3,
+                    )
+            yield cls(path, repair=True)
+
+    def load(self, *, repair: bool = False) -> dict[str, Record]:
+        """Read the file: complete records by key.
+
+        An unfinished last line is skipped; with ``repair`` (the writing driver only) it is
+        cut off the file and saved aside.
+        """
         self.records = {}
         if self.path is None or not self.path.exists():
             return self.records
         data = self.path.read_bytes()
         end = len(data)
-        if data and not data.endswith(b"\n"):  # a write that never finished
+        if data and not data.endswith(b"\n"):  # a write in progress, or one that never finished
             end = data.rfind(b"\n") + 1
+        if repair and end < len(data):
             kept = data[:end].count(b"\n")
             torn = self.path.with_name(self.path.name + ".torn")
             with torn.open("ab") as file:

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, TensorDataset
 from .. import inference, quantize, sparse
 from ..engine import fine_tune
 from ..metrics import interleaved_latency
-from ..plumbing import copy_model
+from ..plumbing import copy_model, remove_masks
 from ..registry import get_pruner, get_scorer
 from .controls import value_slider
 from .explorer import Explorer
@@ -81,8 +81,11 @@ class Deployment:
 class DeploymentExplorer(Explorer):
     """Prune, fine-tune and deploy a model; size, latency and accuracy against the dense model.
 
+    Everything is measured on the CPU, where int8 (x86) and the sparse layouts run: a model on
+    a GPU is copied to it.
+
     Args:
-        model: the trained dense model (not modified).
+        model: the trained dense model (not modified, not moved).
         train: training data, for the brief fine-tuning after pruning and int8 calibration.
         test: the data accuracy is measured on; its first ``batch_size`` inputs are the batch
             latency is timed on.
@@ -111,7 +114,7 @@ class DeploymentExplorer(Explorer):
     ) -> None:
         super().__init__()
         setting.check()
-        self.dense = copy_model(model).eval()
+        self.dense = copy_model(model).cpu().eval()  # int8 and sparse layouts are CPU kernels
         self.train_data, self.epochs, self.seed = train, epochs, seed
         self.inputs, self.targets = stack(test)
         self.batch = self.inputs[:batch_size]
@@ -166,8 +169,8 @@ class DeploymentExplorer(Explorer):
                 deployed = inference.compile_for_inference(model)
             elif setting.layout != "dense":
                 deployed = sparse.to_sparse(model, cast(sparse.Layout, setting.layout))
-            else:
-                deployed = model
+            else:  # as the dense reference runs: no mask multiplied in at every call
+                deployed = remove_masks(copy_model(model))
             self._deployed[setting] = deployed
         return self._deployed[setting]
 

@@ -23,18 +23,22 @@ class AugmentationGallery(Explorer):
         images: a batch ``N x C x H x W`` in [0, 1] (e.g. digits or photos).
         augmenters: names offered (default: every registered image augmenter that needs
             neither targets nor a model).
+        augmenter: the one shown first (default: ``hflip`` when offered, else the first).
         seed: seed of the generator; the *reseed* button draws new parameters.
+        columns: images per row of the grid.
     """
 
     def __init__(
         self,
         images: Tensor,
         augmenters: Sequence[str] | None = None,
-        augmenter: str = "hflip",
+        augmenter: str | None = None,
         seed: int = 0,
         columns: int = 8,
     ) -> None:
         super().__init__()
+        if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+            raise ValueError(f"columns={columns!r}: give a whole number >= 1")
         registry = get_registry()
         if augmenters is None:
             augmenters = [
@@ -49,7 +53,9 @@ class AugmentationGallery(Explorer):
         self.seed = w.IntText(value=seed, description="seed")
         self.reseed = w.Button(description="reseed")
         self.reseed.on_click(lambda _: setattr(self.seed, "value", self.seed.value + 1))
-        self.augmenter = PluginPicker("augmenter", augmenters, augmenter, self.update)
+        self.augmenter = PluginPicker.offering(
+            "augmenter", augmenters, augmenter, "hflip", self.update
+        )
         self._watch([self.seed])
         self.panel = [self.augmenter.widget, w.HBox([self.seed, self.reseed])]
         self.augmented = images

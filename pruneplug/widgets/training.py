@@ -37,6 +37,8 @@ class TrainingCurves(Explorer):
         super().__init__()
         self.run = run
         self.column = column
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep={keep!r}: give how many runs to overlay, a whole number >= 1")
         self.keep = keep
         self.controls = param_controls(params)
         for widget in self.controls.values():
