@@ -59,6 +59,11 @@ def counted_trial(config: dict[str, Any]) -> dict[str, Any]:
     return {"score": config["x"] * config["y"]}
 
 
+def optimiser_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """``score = 10 * opt.lr`` (the axis ``opt`` is a list of tables)."""
+    return {"score": 10 * config["opt.lr"]}
+
+
 def exiting_trial(config: dict[str, Any]) -> dict[str, Any]:
     """Calls ``sys.exit(3)`` for ``x == 0`` (as a script's argparse would on bad arguments)."""
     if config["x"] == 0:
@@ -155,6 +160,48 @@ def test_malformed_files_and_a_folder_for_a_store_are_problems_not_tracebacks(
         Sweep(axes={"seed": [0]}, store=tmp_path).plan()
     assert sweep_main([str(tmp_path)]) == 2  # the config itself a folder
     assert "cannot read the sweep file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "axes, fixed, problem",
+    [
+        ({"pruner": [{"name": "unstructured", "scope": "local"}]}, {"pruner.scope": "global"},
+         "'pruner.scope' is fixed and set by axis 'pruner'; keep one"),
+        ({"pruner": [{"name": "unstructured", "scope": "local"}], "pruner.scope": ["global"]}, {},
+         "axes 'pruner' and 'pruner.scope' both set 'pruner.scope'; keep one"),
+        ({"amount": [0.5]}, {"scorer.p": 1, "scorer": {"p": 2}},
+         "fixed sets 'scorer.p' twice (dotted and as a table); keep one"),
+        ({"scorer": [{}]}, {}, "axis 'scorer' has an empty table {}, which sets nothing"),
+        ({"lr": [1, 1.0]}, {}, "axis 'lr' has 1 and 1.0, one number spelled two ways"),
+        ({"amount": [0.5]}, {"recovery.epochs": 0}, "recovery.epochs=0: give a whole number >= 1"),
+        ({"amount": [0.5]}, {"pruner": "n_m"}, "pruner 'n_m' removes what its own parameters"),
+    ],
+)  # fmt: skip
+def test_settings_that_would_be_overwritten_or_fail_every_trial_are_problems(
+    axes: dict, fixed: dict, problem: str
+) -> None:
+    with pytest.raises(SweepConfigError) as caught:
+        Sweep(axes=axes, fixed=fixed).plan("inprocess")
+    assert caught.value.problems == [problem] or problem in str(caught.value), caught.value
+
+
+def test_the_summary_groups_by_every_key_that_varies(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tmp_path / "sweep.toml"
+    config.write_text(
+        """
+[sweep]
+trial = "test_sweep:optimiser_trial"
+store = "results.jsonl"
+[axes]
+opt = [{name = "sgd", lr = 0.1}, {name = "sgd", lr = 0.01}]
+seed = [0, 1]
+"""
+    )
+    assert sweep_main([str(config), "--backend", "inprocess", "--metric", "score"]) == 0
+    out = capsys.readouterr().out
+    assert "4 trial(s): 4 ran" in out and "opt.lr" in out  # grouped by the key in the tables
 
 
 def test_pool_refuses_a_trial_it_cannot_send() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .results import format_table
 from .runner import BACKENDS, TrialError, run
-from .spec import Sweep, SweepConfigError, flatten
+from .spec import Sweep, SweepConfigError, canonical_json, flatten
 
 EXAMPLE = """\
 example sweep.toml:
@@ -47,6 +47,16 @@ def at_least(low: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def varying_keys(records: list[dict[str, Any]]) -> list[str]:
+    """The config keys whose value differs between ``records``, but ``seed``: the default
+    summary groups (an axis of tables varies the keys inside them, ``opt.lr``)."""
+    seen: dict[str, set[str]] = {}
+    for record in records:
+        for key, value in flatten(record["config"]).items():
+            seen.setdefault(key, set()).add(canonical_json(value))
+    return sorted(key for key, values in seen.items() if len(values) > 1 and key != "seed")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -86,7 +96,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="KEY",
-        help="summary groups (default: the axes but seed)",
+        help="summary groups (default: the config keys that vary, but seed)",
     )
     parser.add_argument("--metric", default="accuracy", help="summarised metric")
     parser.add_argument("--json", action="store_true", help="print every record as JSON lines")
@@ -141,7 +151,7 @@ def command(args: argparse.Namespace) -> int:
         error = record["error"]
         print(f"  failed {record['config']}: {error['type']}: {error['message']}")
     if results.ok:
-        group_by = args.group_by or sorted(set(flatten(sweep.axes)) - {"seed"})
+        group_by = args.group_by or varying_keys(results.records)
         try:
             print(format_table(results.summary(group_by, args.metric)))
         except (KeyError, ValueError) as exc:  # an unknown key or metric, a mixed group

@@ -116,6 +116,22 @@ def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def spelled_twice(table: Mapping[str, Any]) -> list[str]:
+    """The keys :func:`flatten` would meet twice (``"scorer.p" = 1`` beside ``scorer = {p = 2}``
+    is valid TOML): flattening would keep one of them silently."""
+    names: list[str] = []
+
+    def walk(part: Mapping[str, Any], prefix: str) -> None:
+        for key, value in part.items():
+            if isinstance(value, Mapping) and not is_distribution(value):
+                walk(value, f"{prefix}{key}.")
+            else:
+                names.append(f"{prefix}{key}")
+
+    walk(table, "")
+    return sorted({name for name in names if names.count(name) > 1})
+
+
 def is_distribution(value: Any) -> bool:
     """Whether an axis is a random distribution such as ``{"uniform": [0.5, 0.99]}``."""
     return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
@@ -239,6 +255,9 @@ class Sweep:
             problems.append(f"seed={self.seed!r}: give a whole number")
         if self.store is not None and Path(self.store).is_dir():
             problems.append(f"store={str(self.store)!r} is a folder: name a file in it")
+        for where, table in (("fixed", self.fixed), ("axes", self.axes)):
+            for key in spelled_twice(table):
+                problems.append(f"{where} sets {key!r} twice (dotted and as a table); keep one")
         fixed, axes = flatten(self.fixed), flatten(self.axes)
         for key in sorted(set(fixed) & set(axes)):
             problems.append(f"{key!r} is both fixed and an axis; keep one")
@@ -266,6 +285,20 @@ class Sweep:
                 problems.append(f"axis {key!r} must be a non-empty list of values, got {values!r}")
             else:
                 problems.append(_json_problem(f"axis {key!r}", values) or "")
+                if any(isinstance(v, Mapping) and not v for v in values):
+                    problems.append(f"axis {key!r} has an empty table {{}}, which sets nothing")
+                same = [
+                    (a, b)
+                    for i, a in enumerate(values)
+                    for b in values[i + 1 :]
+                    if a == b and canonical_json(a) != canonical_json(b)
+                ]
+                if same:
+                    a, b = same[0]
+                    problems.append(
+                        f"axis {key!r} has {a!r} and {b!r}, one number spelled two ways, which "
+                        "would run as two trials: keep one"
+                    )
         return [p for p in problems if p]
 
     def _draw(self, rng: random.Random, values: Any) -> Any:
@@ -287,6 +320,7 @@ class Sweep:
         if problems:
             raise SweepConfigError(problems)
         trial = resolve_trial(self.trial) if trial is None else trial
+        fixed_keys = set(flatten(self.fixed))
         base = {**getattr(trial, "defaults", {}), **flatten(self.fixed)}
         axes = flatten(self.axes)
         names = sorted(axes)
@@ -298,11 +332,22 @@ class Sweep:
             draws = [[self._draw(rng, axes[n]) for n in names] for _ in range(self.samples or 0)]
             choices = iter(draws)
         out: dict[str, Config] = {}
+        clashes: dict[str, None] = {}  # ordered and once each
         for combo in choices:
             config = dict(base)
+            set_by: dict[str, str] = {}
             for name, value in zip(names, combo, strict=True):
-                config.update(expand_value(name, value))
+                for key, setting in expand_value(name, value).items():
+                    other = set_by.get(key)
+                    if other is not None and other != name:
+                        clashes[f"axes {other!r} and {name!r} both set {key!r}; keep one"] = None
+                    elif key in fixed_keys:
+                        clashes[f"{key!r} is fixed and set by axis {name!r}; keep one"] = None
+                    set_by[key] = name
+                    config[key] = setting
             out.setdefault(canonical_json(config), config)
+        if clashes:
+            raise SweepConfigError(list(clashes))
         return list(out.values())
 
     def plan(self, backend: str = "inprocess") -> tuple[Trial, str, list[Config]]:

@@ -72,6 +72,19 @@ RECOVERY_PARAMS = {
     "fine_tune": ("epochs", "lr"),
     "distill": ("epochs", "lr", "temperature", "weight"),
 }
+#: numeric sub-parameters of schedules and recoveries -> (type, lowest value, lowest excluded),
+#: checked before anything trains (they would otherwise fail every trial after its dense run)
+SUB_NUMBERS: dict[str, tuple[type, float, bool]] = {
+    "rounds": (int, 1, False),
+    "epochs_per_round": (int, 0, False),
+    "epochs": (int, 1, False),
+    "steps": (int, 1, False),
+    "every": (int, 1, False),
+    "initial": (float, 0, False),
+    "lr": (float, 0, True),
+    "temperature": (float, 0, True),
+    "weight": (float, 0, False),
+}
 #: prefixes whose sub-keys go to a builder or a plugin
 PREFIXES = ("model", "scorer", "pruner", "augmenter", "schedule", "recovery")
 
@@ -116,6 +129,11 @@ def _plugin_problems(config: Config, kind: str, backend: str) -> list[str]:
         )
     if isinstance(plugin, TextAugmenter):
         problems.append(f"augmenter {name!r} augments text; the standard trial trains on images")
+    if isinstance(plugin, Pruner) and not plugin.takes_amount:
+        problems.append(
+            f"pruner {name!r} removes what its own parameters say, but the standard trial "
+            "prunes to amount: use a pruner that takes an amount (unstructured, structured)"
+        )
     return problems
 
 
@@ -165,6 +183,9 @@ def validate(config: Config, backend: str = "inprocess") -> list[str]:
         for sub in sorted(set(params(config, key)) - set(table[value])):
             takes = ", ".join(table[value]) or "no parameters"
             problems.append(f"{key} {value!r} has no parameter {sub!r}; it takes {takes}")
+        for sub in sorted(set(params(config, key)) & set(SUB_NUMBERS)):
+            number, low, strict = SUB_NUMBERS[sub]
+            problems.append(_number(config, f"{key}.{sub}", number, low, strict) or "")
     if config.get("schedule") == "gradual":
         problems += _gradual_problems(config)
     if not isinstance(config.get("latency"), bool):
