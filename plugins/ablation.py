@@ -115,9 +115,10 @@ class Ablation(Scorer):
                     try:
                         for (x, y), base in zip(taken, baseline, strict=True):
                             out = model(x.repeat(len(units), *[1] * (x.dim() - 1)))
-                            for replica, logits in enumerate(out.split(len(x))):
-                                increase = loss_fn(logits, y) - base
-                                total[units[replica]] += len(x) * float(increase)
+                            losses = [loss_fn(logits, y) for logits in out.split(len(x))]
+                            increases = (torch.stack(losses) - base).tolist()  # one wait a pass
+                            for unit, increase in zip(units, increases, strict=True):
+                                total[unit] += len(x) * increase
                             bar.update()
                     finally:
                         handle.remove()

@@ -78,7 +78,7 @@ def soft_targets(targets: Tensor, num_classes: int, dtype: torch.dtype) -> Tenso
             "targets are class indices, so the number of classes is needed to build the "
             "mixed soft labels: pass num_classes=<number of classes>"
         )
-    low, high = targets.min().item(), targets.max().item()
+    low, high = torch.stack(torch.aminmax(targets)).tolist()  # one wait for a GPU, not two
     if low < 0 or high >= num_classes:
         raise ValueError(
             f"class indices must be in [0, {num_classes - 1}] for num_classes={num_classes}, "
