@@ -287,11 +287,14 @@ class Sweep:
                 problems.append(_json_problem(f"axis {key!r}", values) or "")
                 if any(isinstance(v, Mapping) and not v for v in values):
                     problems.append(f"axis {key!r} has an empty table {{}}, which sets nothing")
-                same = [
+                numbers = [
+                    v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+                ]
+                same = [  # 1 and 1.0: equal, but hashed as two configs
                     (a, b)
-                    for i, a in enumerate(values)
-                    for b in values[i + 1 :]
-                    if a == b and canonical_json(a) != canonical_json(b)
+                    for i, a in enumerate(numbers)
+                    for b in numbers[i + 1 :]
+                    if a == b and type(a) is not type(b)
                 ]
                 if same:
                     a, b = same[0]
