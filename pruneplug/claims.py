@@ -45,6 +45,16 @@ def _number(name: str, value: object) -> float:
     return float(value)
 
 
+def _bound(name: str, value: object) -> float:
+    """A claim's bound, refused unless it is a real number (a NaN bound holds for no value, so
+    its failure would blame the measurement)."""
+    item = getattr(value, "item", None)  # tensors and NumPy scalars, as for values
+    number = item() if callable(item) and not isinstance(value, numbers.Real) else value
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or math.isnan(number):
+        raise ValueError(f"the claim's bound {name}={value!r} must be a number")
+    return float(number)
+
+
 def _format(measured: Measured) -> str:
     """``name = value, ...``: numbers to 4 significant digits, anything else as its repr (the
     evidence of a failed claim must never itself fail to print)."""
@@ -75,18 +85,21 @@ def check(claim: str, holds: bool, measured: Measured | None = None, expected: s
 
 def at_least(claim: str, value: float, low: float) -> None:
     """Claim that ``value >= low``."""
+    low = _bound("low", low)
     v = _number("value", value)
     check(claim, v >= low, {"value": v}, f">= {low:g}")
 
 
 def at_most(claim: str, value: float, high: float) -> None:
     """Claim that ``value <= high``."""
+    high = _bound("high", high)
     v = _number("value", value)
     check(claim, v <= high, {"value": v}, f"<= {high:g}")
 
 
 def between(claim: str, value: float, low: float, high: float) -> None:
     """Claim that ``low <= value <= high``."""
+    low, high = _bound("low", low), _bound("high", high)
     if low > high:
         raise ValueError(f"between: low={low:g} is above high={high:g}; swap them")
     v = _number("value", value)
@@ -99,5 +112,6 @@ def greater(claim: str, a: float, b: float, margin: float = 0.0) -> None:
     Use a margin when the claim is "clearly better": a difference inside the seed-to-seed
     spread is not a finding.
     """
+    margin = _bound("margin", margin)
     x, y = _number("a", a), _number("b", b)
     check(claim, x - y > margin, {"a": x, "b": y, "a - b": x - y}, f"a - b > {margin:g}")

@@ -48,6 +48,11 @@ def test_nan_and_non_numbers_are_refused():
         claims.check("  ", True)
     with pytest.raises(ValueError, match="swap them"):
         claims.between("order", 0.5, 0.6, 0.4)
+    with pytest.raises(ValueError, match=r"the claim's bound low=nan must be a number"):
+        claims.at_least("a bound that holds for nothing", 0.9, float("nan"))
+    with pytest.raises(ValueError, match="bound margin=True"):
+        claims.greater("flag", 0.9, 0.5, margin=True)
+    claims.between("tensor and NumPy bounds", 0.5, torch.tensor(0.4), np.float32(0.6))
 
 
 def test_evidence_that_is_not_a_number_still_prints():
