@@ -290,14 +290,17 @@ class Sweep:
                 numbers = [
                     v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
                 ]
-                same = [  # 1 and 1.0: equal, but hashed as two configs
-                    (a, b)
-                    for i, a in enumerate(numbers)
-                    for b in numbers[i + 1 :]
-                    if a == b and type(a) is not type(b)
-                ]
-                if same:
-                    a, b = same[0]
+                same = next(  # 1 and 1.0: equal, but hashed as two configs
+                    (
+                        (a, b)
+                        for i, a in enumerate(numbers)
+                        for b in numbers[i + 1 :]
+                        if a == b and type(a) is not type(b)
+                    ),
+                    None,
+                )
+                if same is not None:
+                    a, b = same
                     problems.append(
                         f"axis {key!r} has {a!r} and {b!r}, one number spelled two ways, which "
                         "would run as two trials: keep one"

@@ -18,6 +18,7 @@ import ipywidgets as w
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
+from torch.nn.utils import prune
 from torch.utils.data import Dataset, TensorDataset
 
 from .. import inference, quantize, sparse
@@ -169,8 +170,10 @@ class DeploymentExplorer(Explorer):
                 deployed = inference.compile_for_inference(model)
             elif setting.layout != "dense":
                 deployed = sparse.to_sparse(model, cast(sparse.Layout, setting.layout))
-            else:  # as the dense reference runs: no mask multiplied in at every call
+            elif prune.is_pruned(model):  # run as the dense reference: no mask hook each call
                 deployed = remove_masks(copy_model(model))
+            else:
+                deployed = model
             self._deployed[setting] = deployed
         return self._deployed[setting]
 
